@@ -1,0 +1,178 @@
+"""Polynomial regression: recover a polynomial's coefficients from samples (the tutorial's problem).
+
+The fit runs in a well-conditioned internal basis (x mapped onto [-1, 1], y standardised, Chebyshev
+polynomials by default), and the solution is reported in the ordinary monomial basis of the
+original x, highest power first (numpy.poly1d order). `basis=monomial scale=false` fits the raw
+coefficients directly, as the tutorial did.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+TUTORIAL_COEFFICIENTS = [1.0, 2.0, 3.0]  # x^2 + 2x + 3
+_BASES = {
+    "monomial": np.polynomial.Polynomial,
+    "chebyshev": np.polynomial.Chebyshev,
+    "legendre": np.polynomial.Legendre,
+}
+
+
+class Poly:
+    """Least-squares polynomial fit. Loss: sum (sse) or mean (mse) of squared errors in y."""
+
+    def __init__(
+        self,
+        coefficients: Optional[list[float]] = None,
+        degree: Optional[int] = None,
+        n_samples: int = 20,
+        x_std: float = 5.0,
+        noise: float = 0.0,
+        loss: Literal["sse", "mse"] = "sse",
+        data: Optional[str] = None,
+        basis: Literal["chebyshev", "legendre", "monomial"] = "chebyshev",
+        scale: bool = True,
+        data_seed: int = 0,
+    ):
+        if coefficients is not None and len(coefficients) == 0:
+            raise ValueError("problem.coefficients must list at least one coefficient (highest power first).")
+        if n_samples < 1:
+            raise ValueError(f"problem.n_samples must be at least 1; got {n_samples}.")
+        if x_std <= 0 or noise < 0:
+            raise ValueError(f"problem.x_std must be > 0 and problem.noise >= 0; got {x_std} and {noise}.")
+        if data is not None:
+            x, y = read_xy_csv(data)
+            truth = coefficients  # a user who knows the truth of their data may give it
+        else:
+            truth = list(coefficients) if coefficients is not None else TUTORIAL_COEFFICIENTS
+            g = np.random.default_rng(data_seed)
+            x = g.normal(0.0, x_std, n_samples)
+            y = np.polyval(truth, x) + (g.normal(0.0, noise, n_samples) if noise else 0.0)
+        self.degree = degree if degree is not None else (len(truth) - 1 if truth else 2)
+        if self.degree < 0:
+            raise ValueError(f"problem.degree must be >= 0; got {self.degree}.")
+        if len(x) < self.degree + 1:
+            raise ValueError(
+                f"A degree-{self.degree} fit needs at least {self.degree + 1} samples; the data have {len(x)}."
+            )
+        self.x, self.y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        self.truth = None if truth is None else np.asarray(truth, np.float64)
+        self.loss_kind, self.basis = loss, basis
+        # Internal coordinates: t = (x - x_mid) / x_half in [-1, 1]; y = y_mean + y_scale * model(t).
+        lo, hi = float(self.x.min()), float(self.x.max())
+        if scale and hi > lo:
+            self.domain = [lo, hi]
+        else:
+            self.domain = [-1.0, 1.0]
+        self.y_mean = float(self.y.mean()) if scale else 0.0
+        self.y_scale = (float(self.y.std()) or 1.0) if scale else 1.0
+        self._tensors: dict = {}
+
+    # -- the problem contract ---------------------------------------------------------------
+    def initial_params(self, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
+        self._to(device, dtype)
+        start = torch.randn(self.degree + 1, generator=generator, dtype=torch.float64)
+        return {"coefficients": start.to(device=device, dtype=dtype)}
+
+    def loss(self, params):
+        design, target = self._tensors["design"], self._tensors["target"]
+        residual = design @ params["coefficients"] - target  # in standardised y units
+        sse = residual.square().sum() * self.y_scale**2
+        return sse / len(self.x) if self.loss_kind == "mse" else sse
+
+    def metrics(self, params):
+        coef = self.coefficients(params)
+        out = {"rmse": float(np.sqrt(np.mean((np.polyval(coef, self.x) - self.y) ** 2)))}
+        if self.truth is not None:
+            n = max(len(coef), len(self.truth))
+            pad = lambda c: np.concatenate([np.zeros(n - len(c)), c])  # noqa: E731
+            out["coef_error"] = float(np.max(np.abs(pad(coef) - pad(self.truth))))
+        return out
+
+    def solution(self, params):
+        out = {"coefficients": [float(c) for c in self.coefficients(params)]}
+        if self.truth is not None:
+            out["truth"] = [float(c) for c in self.truth]
+        return out
+
+    def figures(self, params):
+        import matplotlib.pyplot as plt
+
+        coef = self.coefficients(params)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = np.linspace(self.x.min(), self.x.max(), 400)
+        ax.plot(self.x, self.y, "o", ms=4, label=f"data ({len(self.x)} samples)")
+        ax.plot(xs, np.polyval(coef, xs), "-", label="fit")
+        if self.truth is not None:
+            ax.plot(xs, np.polyval(self.truth, xs), "--", lw=1, label="truth")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_title("Polynomial fit: " + _format_poly(coef))
+        ax.legend()
+        fig.tight_layout()
+        return {"fit": fig}
+
+    # -- helpers ----------------------------------------------------------------------------
+    def coefficients(self, params) -> np.ndarray:
+        """The fitted polynomial in the monomial basis of x, highest power first."""
+        c = params["coefficients"].detach().to("cpu", torch.float64).numpy()
+        series = _BASES[self.basis](c, domain=self.domain)
+        mono = series.convert(kind=np.polynomial.Polynomial, domain=[-1, 1], window=[-1, 1]).coef
+        mono = np.pad(mono, (0, self.degree + 1 - len(mono))) * self.y_scale
+        mono[0] += self.y_mean
+        return mono[::-1].copy()
+
+    def _to(self, device, dtype) -> None:
+        key = (str(device), dtype)
+        if self._tensors.get("key") == key:
+            return
+        lo, hi = self.domain
+        t = (self.x - (lo + hi) / 2) / ((hi - lo) / 2)
+        columns = [_BASES[self.basis].basis(k)(t) for k in range(self.degree + 1)]
+        target = (self.y - self.y_mean) / self.y_scale
+        self._tensors = {
+            "key": key,
+            "design": torch.tensor(np.stack(columns, 1), device=device, dtype=dtype),
+            "target": torch.tensor(target, device=device, dtype=dtype),
+        }
+
+
+def read_xy_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Columns x and y from a CSV file with a header; every value must be a finite number."""
+    p = Path(path).expanduser()
+    allowed = "a CSV file with a header row naming columns 'x' and 'y', one finite number per cell"
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"problem.data={path!r} cannot be read ({exc.__class__.__name__}: {exc}); expected {allowed}.") from None
+    rows = list(csv.reader(line for line in text.splitlines() if line.strip()))
+    if not rows:
+        raise ValueError(f"problem.data={path!r} is empty; expected {allowed}.")
+    header = [h.strip().lower() for h in rows[0]]
+    if "x" not in header or "y" not in header:
+        raise ValueError(f"problem.data={path!r} has header {rows[0]}, without columns 'x' and 'y'; expected {allowed}.")
+    ix, iy = header.index("x"), header.index("y")
+    xs, ys = [], []
+    for lineno, row in enumerate(rows[1:], start=2):
+        try:
+            xv, yv = float(row[ix]), float(row[iy])
+        except (ValueError, IndexError):
+            raise ValueError(f"problem.data={path!r}, row {lineno}: {','.join(row)!r} does not hold numbers in columns x and y; expected {allowed}.") from None
+        if not (math.isfinite(xv) and math.isfinite(yv)):
+            raise ValueError(f"problem.data={path!r}, row {lineno}: values must be finite; got x={row[ix]}, y={row[iy]}.")
+        xs.append(xv)
+        ys.append(yv)
+    if not xs:
+        raise ValueError(f"problem.data={path!r} has a header but no data rows; expected {allowed}.")
+    return np.array(xs), np.array(ys)
+
+
+def _format_poly(coef) -> str:
+    n = len(coef) - 1
+    terms = [f"{c:.4g}" + (f"x^{n - i}" if n - i > 1 else ("x" if n - i == 1 else "")) for i, c in enumerate(coef)]
+    return " + ".join(terms).replace("+ -", "- ")

@@ -1,0 +1,76 @@
+"""`python -m runner [SUBCOMMAND] [OVERRIDES]`: subcommands first, everything else goes to Hydra.
+
+`--help` is answered here from package metadata alone, without importing torch or mlflow.
+"""
+from __future__ import annotations
+
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module:function, one-line description)
+}
+
+HELP = """\
+usage: python -m runner [problem=NAME] [optim=NAME] [KEY=VALUE ...]      one experiment
+       python -m runner -m KEY=A,B [KEY=C,D ...]                       a sweep (Hydra multirun)
+       python -m runner SUBCOMMAND [ARGS]                                see below
+
+Problems (problem=NAME; their arguments are problem.ARG=VALUE):
+  {problems}
+Optimisers (optim=NAME; their arguments are optim.ARG=VALUE):
+  {optims}
+Presets: experiment={experiments}   hparams_search={searches}
+
+Trainer and tracking keys (defaults in brackets):
+  trainer.steps [1000]  trainer.seed [0]  trainer.device [auto|cpu|cuda|cuda:N]
+  trainer.dtype [float32|float64]  trainer.tol [null]  trainer.log_every [10]
+  trainer.check_every [10]  trainer.progress [auto|bar|lines|off]
+  tracking.uri [sqlite:///mlflow.db in this directory]  tracking.experiment [runner]
+{subcommands}
+See every key with its value:  python -m runner --cfg job [OVERRIDES]
+A plugin's arguments:          python -m runner --cfg job --package problem problem=NAME
+Hydra's own options:           python -m runner --hydra-help
+Open the record:               mlflow ui --backend-store-uri sqlite:///mlflow.db
+"""
+
+
+def _presets(group: str) -> str:
+    from runner.app import CONF_DIR
+
+    names = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    return ",".join(names) or "(none)"
+
+
+def print_help() -> None:
+    from runner import registry
+
+    subs = "".join(f"\n  {name:<10} {desc}" for name, (_, desc) in SUBCOMMANDS.items())
+    print(
+        HELP.format(
+            problems=", ".join(registry.plugins("problem")) or "(none: pip install -e .)",
+            optims=", ".join(registry.plugins("optim")) or "(none: pip install -e .)",
+            experiments=_presets("experiment"),
+            searches=_presets("hparams_search"),
+            subcommands=("\nSubcommands:" + subs + "\n") if subs else "",
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print_help()
+        return
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        target, _ = SUBCOMMANDS[argv[0]]
+        module, func = target.split(":")
+        sys.exit(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
+    from runner.app import launch
+
+    launch(argv)
+
+
+if __name__ == "__main__":
+    main()

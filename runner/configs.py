@@ -1,0 +1,60 @@
+"""Config schemas and the config-store entries that make `problem=NAME` / `optim=NAME` work.
+
+Every registered plugin gets a node in its group, built from its signature: the same path for the
+built-ins in plugins/ and for any package installed beside the runner.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from runner import registry
+from runner.signature import config_defaults
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 1000
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    dtype: str = "float32"  # float32 or float64
+    log_every: int = 10  # one loss point every N steps
+    check_every: int = 10  # host sync for tol / divergence every N steps
+    tol: Optional[float] = None  # stop once the loss is at or below this
+    progress: str = "auto"  # auto (bar on a terminal, lines otherwise), bar, lines, off
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # null: MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db
+    experiment: str = "runner"
+    run_name: Optional[str] = None  # null: built from the plugins and the overrides
+    artifacts: bool = True  # plots, result.json and config as MLflow artifacts
+
+
+@dataclass
+class RunnerSchema:
+    problem: Any = None
+    optim: Any = None
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def register() -> None:
+    """Store the schema and one node per plugin. Safe to call more than once."""
+    cs = ConfigStore.instance()
+    cs.store(name="runner_schema", node=RunnerSchema)
+    for kind in registry.GROUPS:
+        for name, plugin in registry.plugins(kind).items():
+            try:
+                node = {"_name_": name, **config_defaults(plugin.load())}
+            except Exception as exc:  # one broken third-party plugin must not break the others
+                warnings.warn(f"skipping {kind} plugin '{name}': {exc}", stacklevel=1)
+                node = {"_name_": name, "_broken_": str(exc)}
+            cs.store(group=kind, name=name, node=node)

@@ -1,0 +1,62 @@
+"""What the user sees while a run goes: a progress bar on a terminal, a few plain lines otherwise."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional
+
+
+class Progress:
+    def __init__(self, total: int, mode: str = "auto", label: str = ""):
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "lines"
+        self.mode, self.total, self.label = mode, total, label
+        self.bar = None
+        self.start = time.perf_counter()
+        self.next_line = 0
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="step", dynamic_ncols=True, leave=False)
+
+    def update(self, done: int, loss: Optional[float]) -> None:
+        if self.bar is not None:
+            self.bar.n = done
+            if loss is not None:
+                self.bar.set_postfix_str(f"loss={loss:.4g}", refresh=False)
+            self.bar.refresh()
+        elif self.mode == "lines" and (done >= self.next_line or done == self.total):
+            # About ten lines per run, whatever its length.
+            self.next_line = done + max(1, self.total // 10)
+            shown = f"{loss:.6g}" if loss is not None else "-"
+            print(f"[{self.label}] step {done}/{self.total}  loss {shown}  {time.perf_counter() - self.start:.1f}s", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary(*, title: str, status: str, result: dict, seconds: float, run_id: Optional[str], uri: str, experiment_id: Optional[str], error: Optional[str]) -> str:
+    lines = [f"{title}: {status}" + (f" ({error})" if error else "")]
+    lines.append(f"  steps        {result['steps']}   loop {seconds:.3f} s")
+    lines.append(f"  final loss   {result['final_loss']:.6g}")
+    for key, value in result.get("metrics", {}).items():
+        lines.append(f"  {key:<12} {value:.6g}" if isinstance(value, float) else f"  {key:<12} {value}")
+    for key, value in result.get("solution", {}).items():
+        lines.append(f"  {key:<12} {_short(value)}")
+    if run_id:
+        lines.append(f"  MLflow run   {run_id}  (experiment id {experiment_id}, store {uri})")
+        if uri.startswith("sqlite:") or uri.startswith("file:"):
+            lines.append(f"  open it      mlflow ui --backend-store-uri {uri}   then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
+        elif uri.startswith("http"):
+            lines.append(f"  open it      {uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}")
+    return "\n".join(lines)
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.8g}"
+    if isinstance(value, list) and all(isinstance(v, float) for v in value):
+        return "[" + ", ".join(f"{v:.8g}" for v in value) + "]"
+    text = str(value)
+    return text if len(text) < 200 else text[:197] + "..."

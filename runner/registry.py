@@ -1,0 +1,53 @@
+"""Plugins are found through Python entry points, built-ins and third-party alike.
+
+Groups: `runner.problems` and `runner.optimizers`. Listing names reads package metadata only;
+a plugin's module is imported when its config or class is first needed.
+"""
+from __future__ import annotations
+
+import importlib.metadata as md
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from runner.errors import UserError
+
+GROUPS = {"problem": "runner.problems", "optim": "runner.optimizers"}
+
+
+@dataclass(frozen=True)
+class Plugin:
+    kind: str  # "problem" or "optim"
+    name: str
+    entry_point: md.EntryPoint
+
+    @property
+    def source(self) -> str:
+        dist = getattr(self.entry_point, "dist", None)
+        return dist.name if dist is not None else "?"
+
+    def load(self) -> Any:
+        try:
+            return self.entry_point.load()
+        except Exception as exc:
+            raise UserError(
+                f"The {self.kind} plugin '{self.name}' (entry point {self.entry_point.value} from "
+                f"package '{self.source}') could not be imported: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+@cache
+def plugins(kind: str) -> dict[str, Plugin]:
+    """All registered plugins of one kind, by name. The first registration of a name wins."""
+    found: dict[str, Plugin] = {}
+    for ep in md.entry_points(group=GROUPS[kind]):
+        found.setdefault(ep.name, Plugin(kind, ep.name, ep))
+    return dict(sorted(found.items()))
+
+
+def get(kind: str, name: str) -> Plugin:
+    available = plugins(kind)
+    if name not in available:
+        listed = ", ".join(available) or "none (is the project installed? pip install -e .)"
+        raise UserError(f"Unknown {kind} '{name}'. Available {kind} plugins: {listed}.")
+    return available[name]

@@ -1,0 +1,267 @@
+"""One experiment: compose plugins from the config, run the loop, record everything in MLflow.
+
+Everything that can be wrong with the input is checked before a run is created; once a run
+exists it always ends FINISHED, FAILED (with an `error` tag) or KILLED, never RUNNING.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import registry
+from runner.errors import UserError
+from runner.signature import coerce_arguments
+
+log = logging.getLogger("runner")
+PROGRESS_MODES = ("auto", "bar", "lines", "off")
+# Overrides that change how a run is shown or logged, not what it computes.
+_NOT_IN_NAME = {"trainer.progress", "trainer.log_every", "trainer.check_every"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so the same clean-up runs."""
+
+
+def hydra_task(cfg: DictConfig) -> float:
+    """The function Hydra calls for each job. Returns the final loss, for sweepers to minimise."""
+    try:
+        return run(cfg)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        if _is_multirun():
+            raise  # the launcher records the failed job and goes on with the others
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if _is_multirun() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        where = _output_dir() / "traceback.txt"
+        where.write_text(traceback.format_exc())
+        print(f"Error: the run failed with {type(exc).__name__}: {exc}\n(full traceback in {where})", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(cfg: DictConfig) -> float:
+    import torch
+
+    from runner.devices import resolve_device, resolve_dtype
+    from runner.tracking import check_reachable, resolve_uri
+
+    trainer = _check_trainer(cfg.trainer)
+    device, dtype = resolve_device(trainer["device"]), resolve_dtype(trainer["dtype"])
+    problem_name, problem = _build("problem", cfg.problem)
+    optim_name, optim_factory = _plugin("optim", cfg.optim)
+    optim_kwargs = coerce_arguments(optim_factory, cfg.optim, "optim")
+
+    torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
+    generator = torch.Generator().manual_seed(trainer["seed"])
+    params = _initial_params(problem, problem_name, generator, device, dtype)
+    optimizer = _construct(optim_factory, "optim", optim_name, list(params.values()), **optim_kwargs)
+
+    uri = resolve_uri(cfg.tracking.uri)
+    check_reachable(uri)
+    return _record_and_optimise(cfg, trainer, problem_name, problem, optim_name, params, optimizer, uri, device)
+
+
+def _record_and_optimise(cfg, trainer, problem_name, problem, optim_name, params, optimizer, uri, device) -> float:
+    from mlflow.entities import Metric, Param, RunTag
+
+    from runner.console import Progress, summary
+    from runner.figures import save_loss_curve, save_problem_figures
+    from runner.loop import optimise
+    from runner.tracking import MetricWriter, flatten, open_experiment
+
+    client, experiment_id = open_experiment(uri, cfg.tracking.experiment)
+    name = cfg.tracking.run_name or _run_name(problem_name, optim_name)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    out_dir = _output_dir()
+    tags = {"problem": problem_name, "optim": optim_name, "mlflow.source.name": "runner", "output_dir": str(out_dir)}
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    status, error, result, loop, figures = "FINISHED", None, None, None, []
+    history: list[tuple[int, float]] = []
+    writer = MetricWriter(client, run_id, out_dir / "metrics.csv")
+    progress = Progress(trainer["steps"], trainer["progress"], label=f"{problem_name}+{optim_name}")
+
+    def on_points(done: int, points):
+        history.extend(points)
+        writer.put("loss", points)
+        progress.update(done, points[-1][1] if points else None)
+
+    previous_sigterm = _raise_on_sigterm()
+    try:
+        params_list = [Param(k, v) for k, v in flatten(resolved).items()]
+        for i in range(0, len(params_list), 100):
+            client.log_batch(run_id, params=params_list[i : i + 100])
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        loop = optimise(
+            lambda: problem.loss(params),
+            optimizer,
+            steps=trainer["steps"],
+            log_every=trainer["log_every"],
+            check_every=trainer["check_every"],
+            tol=trainer["tol"],
+            on_points=on_points,
+            device=device,
+        )
+        progress.close()
+        if loop.stop_reason == "diverged":
+            status, error = "FAILED", loop.error
+        if math.isfinite(loop.final_loss):
+            history.append((loop.steps, loop.final_loss))
+            writer.put("loss", [(loop.steps, loop.final_loss)])
+        metrics = {k: float(v) for k, v in (problem.metrics(params) if hasattr(problem, "metrics") else {}).items()}
+        solution = problem.solution(params) if hasattr(problem, "solution") else {}
+        result = {"final_loss": loop.final_loss, "steps": loop.steps, "solution": solution, "metrics": metrics}
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=True))
+        figures = [out_dir / "loss_curve.png"]
+        save_loss_curve(history, figures[0], f"{name}: loss")
+        figures += save_problem_figures(problem, params, out_dir)
+    except KeyboardInterrupt as exc:
+        progress.close()
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C leaves at once
+        status = "KILLED"
+        error = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+        raise SystemExit(143 if isinstance(exc, Terminated) else 130) from None
+    except Exception as exc:
+        progress.close()
+        status, error = "FAILED", f"{type(exc).__name__}: {exc}"
+        (out_dir / "traceback.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        writer.close()
+        timestamp = _now_ms()
+        final: list[Metric] = []
+        if loop is not None:
+            final += [
+                Metric("final_loss", loop.final_loss, timestamp, 0),
+                Metric("steps", float(loop.steps), timestamp, 0),
+                Metric("loop_seconds", loop.seconds, timestamp, 0),
+            ]
+        if result is not None:
+            final += [Metric(k, v, timestamp, 0) for k, v in result["metrics"].items()]
+        end_tags = [RunTag("error", error[:5000])] if error else []
+        client.log_batch(run_id, metrics=final, tags=end_tags)
+        if cfg.tracking.artifacts and result is not None:
+            for path in [out_dir / "result.json", out_dir / "config.yaml", *figures]:
+                client.log_artifact(run_id, str(path))
+        client.set_terminated(run_id, status)
+        if loop is not None and result is not None:
+            print(summary(title=name, status=status, result=result, seconds=loop.seconds, run_id=run_id, uri=uri, experiment_id=experiment_id, error=error))
+        elif error:
+            print(f"{name}: {status} ({error}); MLflow run {run_id}", file=sys.stderr)
+    if status == "FAILED":
+        if _is_multirun():
+            raise RuntimeError(error)
+        sys.exit(1)
+    return loop.final_loss
+
+
+# -- input checks ---------------------------------------------------------------------------------
+def _check_trainer(t: DictConfig) -> dict[str, Any]:
+    t = OmegaConf.to_container(t, resolve=True)
+    positive = {"steps": "the number of optimiser steps", "log_every": "steps between logged loss points", "check_every": "steps between checks of tol and divergence"}
+    for key, what in positive.items():
+        if t[key] < 1:
+            raise UserError(f"trainer.{key}={t[key]} is out of range: it is {what} and must be at least 1.")
+    if t["tol"] is not None and not (t["tol"] >= 0):
+        raise UserError(f"trainer.tol={t['tol']} is out of range: it must be >= 0, or null to run every step.")
+    if t["progress"] not in PROGRESS_MODES:
+        raise UserError(f"trainer.progress={t['progress']!r} is not allowed; allowed: {', '.join(PROGRESS_MODES)}.")
+    return t
+
+
+def _plugin(kind: str, node: DictConfig):
+    if node is None or "_name_" not in node:
+        raise UserError(f"No {kind} selected: choose one with {kind}=NAME (available: {', '.join(registry.plugins(kind))}).")
+    name = node["_name_"]
+    if "_broken_" in node:
+        raise UserError(f"The {kind} plugin '{name}' could not be loaded: {node['_broken_']}")
+    return name, registry.get(kind, name).load()
+
+
+def _build(kind: str, node: DictConfig):
+    name, factory = _plugin(kind, node)
+    return name, _construct(factory, kind, name, **coerce_arguments(factory, node, kind))
+
+
+def _construct(factory, kind: str, name: str, *args, **kwargs):
+    """Call a plugin's factory; its ValueError/TypeError is a bad-input message, not a crash."""
+    try:
+        return factory(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        raise UserError(f"{kind}={name} rejected its arguments: {message}" + ("" if message.endswith(".") else ".")) from None
+
+
+def _initial_params(problem, name, generator, device, dtype) -> dict:
+    import torch
+
+    params = problem.initial_params(generator, device, dtype)
+    if not isinstance(params, dict) or not params or not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in params.values()):
+        raise UserError(f"The problem plugin '{name}' broke its contract: initial_params must return a non-empty dict of floating-point tensors.")
+    for key, value in params.items():
+        params[key] = value.detach().requires_grad_(True)
+    return params
+
+
+# -- Hydra context --------------------------------------------------------------------------------
+def _hydra():
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def _is_multirun() -> bool:
+    hc = _hydra()
+    return hc is not None and str(hc.mode) == "RunMode.MULTIRUN"
+
+
+def _output_dir() -> Path:
+    hc = _hydra()
+    path = Path(hc.runtime.output_dir) if hc is not None else Path(tempfile.mkdtemp(prefix="runner-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _run_name(problem: str, optim: str) -> str:
+    """poly-adam-lr=0.1-seed=3: the plugins, then the overrides that differ from the defaults."""
+    parts = [problem, optim]
+    hc = _hydra()
+    for override in hc.overrides.task if hc is not None else []:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in ("problem", "optim") or key in _NOT_IN_NAME or key.startswith(("tracking.", "hydra")):
+            continue
+        if key == "experiment":
+            parts.insert(0, value)
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return "-".join(parts)
+
+
+def _raise_on_sigterm():
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,172 @@
+"""The MLflow record of one run: store access, run lifecycle, and a metric writer that never blocks.
+
+Uses MlflowClient, never the fluent API: no global "active run" to leak between jobs that share a
+worker process (joblib reuses workers).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from runner.errors import UserError
+
+log = logging.getLogger(__name__)
+for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking._tracking_service.client"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+def resolve_uri(uri: Optional[str]) -> str:
+    """tracking.uri, else MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db (absolute)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:":
+            uri = "sqlite:///" + str(Path(path).expanduser().resolve())
+    elif "://" not in uri and not uri.startswith("databricks"):
+        raise UserError(
+            f"tracking.uri={uri!r} is not a tracking URI; use sqlite:///PATH.db (the default is "
+            f"sqlite:///mlflow.db in the launch directory) or http://HOST:PORT of an `mlflow server`."
+        )
+    return uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return  # reachable, behind authentication: MLflow's own credentials handle it
+        raise UserError(f"The tracking server at {uri} answered {exc.code} on {url}; is it an MLflow server?") from None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(
+            f"The tracking server at tracking.uri={uri} cannot be reached ({reason}). Start it "
+            f"(mlflow server --host 127.0.0.1 --port PORT), fix tracking.uri, or leave tracking.uri "
+            f"unset to record into sqlite:///mlflow.db in this directory. Nothing was run."
+        ) from None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str):
+    """Serialise first use of a SQLite store across processes: parallel table creation corrupts it."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = uri[len("sqlite:///"):] + ".lock"
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def open_experiment(uri: str, name: str):
+    """An MlflowClient on `uri` and the id of experiment `name` (created if missing)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                return client, client.create_experiment(name)
+            if exp.lifecycle_stage == "deleted":
+                raise UserError(
+                    f"MLflow experiment '{name}' was deleted; restore it (mlflow experiments restore "
+                    f"--experiment-id {exp.experiment_id}) or choose another tracking.experiment."
+                )
+            return client, exp.experiment_id
+        except MlflowException as exc:
+            raise UserError(f"The tracking store {uri} refused to open experiment '{name}': {exc.message}") from None
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": "0.1"}; keys starting with '_' are internal."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        if str(key).startswith("_"):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            out[name] = text[:MAX_PARAM_CHARS]
+    return out
+
+
+class MetricWriter:
+    """Sends metric points to MLflow from a background thread, in batches (log_batch)."""
+
+    def __init__(self, client, run_id: str, history_file: Optional[Path] = None, interval: float = 1.0):
+        self.client, self.run_id, self.interval = client, run_id, interval
+        self.queue: queue.Queue = queue.Queue()
+        self.error: Optional[BaseException] = None
+        self.history_file = history_file
+        self.thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
+        self.thread.start()
+
+    def put(self, key: str, points: Iterable[tuple[int, float]]) -> None:
+        ts = int(time.time() * 1000)
+        points = list(points)
+        if points:
+            self.queue.put([(key, float(v), ts, int(s)) for s, v in points])
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Send what is queued and stop; the sentinel ends the gathering wait at once."""
+        self.queue.put(None)
+        self.thread.join(timeout)
+
+    def _work(self) -> None:
+        from mlflow.entities import Metric
+
+        done = False
+        while not done:
+            batch = [self.queue.get()]
+            # Gather for up to `interval` seconds: one store write per interval keeps the writer
+            # from competing with the loop for the GIL (a log_batch costs milliseconds of Python).
+            deadline = time.monotonic() + self.interval
+            while batch[-1] is not None and (left := deadline - time.monotonic()) > 0:
+                try:
+                    batch.append(self.queue.get(timeout=left))
+                except queue.Empty:
+                    break
+            done = batch[-1] is None
+            rows = [row for item in batch if item for row in item]
+            if rows:
+                self._write(rows, Metric)
+
+    def _write(self, rows, Metric) -> None:
+        if self.history_file is not None:
+            with open(self.history_file, "a") as fh:
+                fh.writelines(f"{k},{s},{v!r},{t}\n" for k, v, t, s in rows)
+        if self.error is not None:
+            return  # the store already failed: keep the local record only
+        try:
+            for i in range(0, len(rows), 1000):  # MLflow's limit per request
+                chunk = rows[i : i + 1000]
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in chunk])
+        except Exception as exc:  # the loop goes on; the local record keeps the points
+            self.error = exc
+            log.warning("MLflow stopped accepting metrics (%s); the loss history is kept in %s", exc, self.history_file)

@@ -17,6 +17,8 @@ from runner.errors import UserError
 _MISSING = inspect.Parameter.empty
 # Keyword arguments of a signature that the engine supplies, never the config.
 ENGINE_SUPPLIED = frozenset({"params", "self"})
+# Keys the runner itself puts in a plugin's node: the plugin's registered name, a load failure.
+RESERVED = frozenset({"_name_", "_broken_"})
 
 
 def config_parameters(factory: Any) -> dict[str, inspect.Parameter]:
@@ -50,8 +52,14 @@ def coerce_arguments(factory: Any, values: Mapping[str, Any], prefix: str) -> di
     params = config_parameters(factory)
     kwargs = {}
     for key, value in values.items():
-        if key.startswith("_") and key.endswith("_"):
-            continue  # reserved keys such as _name_
+        if key in RESERVED:
+            continue
+        if key.startswith("_"):
+            raise UserError(
+                f"'{prefix}.{key}' is not allowed: plugins are chosen only by their registered name "
+                f"({prefix}=NAME), never by a Python path or callable, and their arguments are "
+                f"{prefix}.ARG=VALUE (see python -m runner --help)."
+            )
         if key not in params:
             allowed = ", ".join(sorted(params)) or "none"
             raise UserError(f"Unknown key '{prefix}.{key}'. Allowed keys: {allowed}.")
@@ -87,6 +95,9 @@ def _to_config(v: Any) -> Any:
     return v
 
 
+_SIMPLE = (int, float, bool, str, type(None))
+
+
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if tp is inspect.Parameter.empty or tp is Any:
@@ -94,10 +105,16 @@ def _describe(tp: Any) -> str:
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
+        # Types a config cannot hold (a Tensor beside a float, say) are left out of the message.
+        args = typing.get_args(tp)
+        shown = [_describe(a) for a in args if a is not type(None) and (a in _SIMPLE or typing.get_origin(a))]
+        text = " or ".join(shown or [_describe(a) for a in args if a is not type(None)])
+        return text + (", or null" if type(None) in args else "")
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        return f"a list of {_describe(args[0])}" if args else "a list"
+        if origin is tuple and args and Ellipsis not in typing.get_args(tp):
+            return f"a list of {len(args)} values, each {_describe(args[0])}"
+        return f"a list whose items are each {_describe(args[0])}" if args else "a list"
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
     return names.get(tp, getattr(tp, "__name__", str(tp)))
 

@@ -58,7 +58,9 @@ def run(cfg: DictConfig) -> float:
 
     trainer = _check_trainer(cfg.trainer)
     device, dtype = resolve_device(trainer["device"]), resolve_dtype(trainer["dtype"])
-    problem_name, problem = _build("problem", cfg.problem)
+    problem_name, problem_factory = _plugin("problem", cfg.problem)
+    problem_kwargs = coerce_arguments(problem_factory, cfg.problem, "problem")
+    problem = _construct(problem_factory, "problem", problem_name, **problem_kwargs)
     optim_name, optim_factory = _plugin("optim", cfg.optim)
     optim_kwargs = coerce_arguments(optim_factory, cfg.optim, "optim")
 
@@ -69,10 +71,17 @@ def run(cfg: DictConfig) -> float:
 
     uri = resolve_uri(cfg.tracking.uri)
     check_reachable(uri)
-    return _record_and_optimise(cfg, trainer, problem_name, problem, optim_name, params, optimizer, uri, device)
+    # The record shows the values the plugins received (10 -> 10.0 for a float argument).
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["problem"], resolved["optim"] = _plain(problem_kwargs), _plain(optim_kwargs)
+    return _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_name, params, optimizer, uri, device)
 
 
-def _record_and_optimise(cfg, trainer, problem_name, problem, optim_name, params, optimizer, uri, device) -> float:
+def _plain(kwargs: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
+def _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_name, params, optimizer, uri, device) -> float:
     from mlflow.entities import Metric, Param, RunTag
 
     from runner.console import Progress, summary
@@ -82,7 +91,6 @@ def _record_and_optimise(cfg, trainer, problem_name, problem, optim_name, params
 
     client, experiment_id = open_experiment(uri, cfg.tracking.experiment)
     name = cfg.tracking.run_name or _run_name(problem_name, optim_name)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     out_dir = _output_dir()
     tags = {"problem": problem_name, "optim": optim_name, "mlflow.source.name": "runner", "output_dir": str(out_dir)}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
@@ -188,11 +196,6 @@ def _plugin(kind: str, node: DictConfig):
     if "_broken_" in node:
         raise UserError(f"The {kind} plugin '{name}' could not be loaded: {node['_broken_']}")
     return name, registry.get(kind, name).load()
-
-
-def _build(kind: str, node: DictConfig):
-    name, factory = _plugin(kind, node)
-    return name, _construct(factory, kind, name, **coerce_arguments(factory, node, kind))
 
 
 def _construct(factory, kind: str, name: str, *args, **kwargs):

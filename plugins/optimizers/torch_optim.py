@@ -4,7 +4,8 @@ Each is the torch class itself behind a factory whose signature is the class's o
 keyword (betas, weight_decay, ...) is config. Defaults are torch's, except where noted in
 RUNNER_DEFAULTS: the adaptive family starts at lr=0.1, which converges on the built-in problems in
 the default 1000 steps (torch's 1e-3 moves a coefficient by at most about 1 in that time), and
-L-BFGS uses a strong-Wolfe line search, without which it is unstable on unscaled problems.
+L-BFGS uses a strong-Wolfe line search, without which it is unstable on unscaled problems, and no
+absolute stopping tolerances (see below).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ RUNNER_DEFAULTS = {
     "nadam": {"lr": 0.1},
     "radam": {"lr": 0.1},
     "adamax": {"lr": 0.1},
-    "lbfgs": {"line_search_fn": "strong_wolfe"},
+    # torch's tolerances are absolute (1e-7 on the gradient, 1e-9 on the loss change): on a loss of
+    # 1e-10 they stop L-BFGS far from the optimum. Zero lets it run until it stops making progress.
+    "lbfgs": {"line_search_fn": "strong_wolfe", "tolerance_grad": 0.0, "tolerance_change": 0.0},
 }
 # Optimisers whose update treats every parameter element on its own (safe to batch replicas).
 ELEMENTWISE = {"sgd", "adam", "adamw", "nadam", "radam", "adamax", "rmsprop", "adagrad", "adadelta", "rprop", "asgd"}

@@ -1,4 +1,4 @@
-"""Hydra entry: register the plugins' configs, then hand the command line to Hydra."""
+"""Hydra entry: register the plugins' configs, hand the command line to Hydra, close a sweep."""
 from __future__ import annotations
 
 import sys
@@ -13,7 +13,17 @@ def launch(argv: list[str]) -> None:
     from runner import configs
     from runner.task import hydra_task
 
+    from runner import sweep
+
     configs.register()
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)
     sys.argv = [sys.argv[0], *argv]
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sweep.finish(interrupted=True)
+        sys.exit(130)
+    finally:
+        sweep.finish()  # closes a sweep's parent when Hydra did not (a job or the sweeper raised)
+    if sweep.last_outcome and sweep.last_outcome["status"] != "FINISHED":
+        sys.exit(1)  # some job failed: the summary above lists which and why

@@ -32,22 +32,42 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C so the same clean-up runs."""
 
 
+class RunFailed(Exception):
+    """The run failed and is already recorded FAILED in MLflow with its reason."""
+
+
 def hydra_task(cfg: DictConfig) -> float:
-    """The function Hydra calls for each job. Returns the final loss, for sweepers to minimise."""
+    """The function Hydra calls for each job. Returns the final loss, for sweepers to minimise.
+
+    In a sweep a failed job is recorded and returns NaN, so the other jobs still run (and an
+    Optuna trial is marked failed); a single run exits non-zero instead.
+    """
+    multirun = _is_multirun()
     try:
         return run(cfg)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
-        if _is_multirun():
-            raise  # the launcher records the failed job and goes on with the others
-        sys.exit(exc.exit_code)
+        if not multirun:
+            sys.exit(exc.exit_code)
+        _record_failure_before_start(cfg, str(exc))
+    except RunFailed:
+        if not multirun:
+            sys.exit(1)
+    except KeyboardInterrupt as exc:
+        if multirun:
+            raise  # the sweep stops; the entry point closes its parent run
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     except Exception as exc:
-        if _is_multirun() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         where = _output_dir() / "traceback.txt"
         where.write_text(traceback.format_exc())
-        print(f"Error: the run failed with {type(exc).__name__}: {exc}\n(full traceback in {where})", file=sys.stderr)
-        sys.exit(1)
+        message = f"{type(exc).__name__}: {exc}"
+        print(f"Error: the run failed with {message}\n(full traceback in {where})", file=sys.stderr)
+        if not multirun:
+            sys.exit(1)
+        _record_failure_before_start(cfg, message)
+    return math.nan
 
 
 def run(cfg: DictConfig) -> float:
@@ -69,7 +89,8 @@ def run(cfg: DictConfig) -> float:
     params = _initial_params(problem, problem_name, generator, device, dtype)
     optimizer = _construct(optim_factory, "optim", optim_name, list(params.values()), **optim_kwargs)
 
-    uri = resolve_uri(cfg.tracking.uri)
+    parent = _sweep_parent()
+    uri = parent["uri"] if parent else resolve_uri(cfg.tracking.uri)
     check_reachable(uri)
     # The record shows the values the plugins received (10 -> 10.0 for a float argument).
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -92,13 +113,16 @@ def _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_na
     client, experiment_id = open_experiment(uri, cfg.tracking.experiment)
     name = cfg.tracking.run_name or _run_name(problem_name, optim_name)
     out_dir = _output_dir()
-    tags = {"problem": problem_name, "optim": optim_name, "mlflow.source.name": "runner", "output_dir": str(out_dir)}
+    tags = {"problem": problem_name, "optim": optim_name, "mlflow.source.name": "runner", "output_dir": str(out_dir), **_sweep_tags()}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     status, error, result, loop, figures = "FINISHED", None, None, None, []
     history: list[tuple[int, float]] = []
     writer = MetricWriter(client, run_id, out_dir / "metrics.csv")
-    progress = Progress(trainer["steps"], trainer["progress"], label=f"{problem_name}+{optim_name}")
+    mode = trainer["progress"]
+    if mode == "auto" and _is_multirun():
+        mode = "off"  # jobs of a sweep may run side by side: one line each at the end instead
+    progress = Progress(trainer["steps"], mode, label=f"{problem_name}+{optim_name}")
 
     def on_points(done: int, points):
         history.extend(points)
@@ -139,12 +163,13 @@ def _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_na
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C leaves at once
         status = "KILLED"
         error = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
-        raise SystemExit(143 if isinstance(exc, Terminated) else 130) from None
+        raise
     except Exception as exc:
         progress.close()
         status, error = "FAILED", f"{type(exc).__name__}: {exc}"
         (out_dir / "traceback.txt").write_text(traceback.format_exc())
-        raise
+        print(f"Error: the run failed with {error}\n(full traceback in {out_dir / 'traceback.txt'})", file=sys.stderr)
+        raise RunFailed(error) from exc
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         writer.close()
@@ -164,14 +189,15 @@ def _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_na
             for path in [out_dir / "result.json", out_dir / "config.yaml", *figures]:
                 client.log_artifact(run_id, str(path))
         client.set_terminated(run_id, status)
-        if loop is not None and result is not None:
+        if loop is not None and result is not None and _is_multirun():
+            job = _hydra().job.num
+            print(f"[job {job}] {name}: {status}{f' ({error})' if error else ''}  final loss {loop.final_loss:.6g}  {loop.steps} steps  {loop.seconds:.3f} s  run {run_id}")
+        elif loop is not None and result is not None:
             print(summary(title=name, status=status, result=result, seconds=loop.seconds, run_id=run_id, uri=uri, experiment_id=experiment_id, error=error))
         elif error:
             print(f"{name}: {status} ({error}); MLflow run {run_id}", file=sys.stderr)
     if status == "FAILED":
-        if _is_multirun():
-            raise RuntimeError(error)
-        sys.exit(1)
+        raise RunFailed(error)
     return loop.final_loss
 
 
@@ -218,6 +244,44 @@ def _initial_params(problem, name, generator, device, dtype) -> dict:
     return params
 
 
+# -- sweeps ---------------------------------------------------------------------------------------
+def _sweep_parent():
+    if not _is_multirun():
+        return None
+    from runner.sweep import parent_of_job
+
+    return parent_of_job()
+
+
+def _sweep_tags() -> dict:
+    parent, hc = _sweep_parent(), _hydra()
+    if not parent or hc is None:
+        return {}
+    return {"mlflow.parentRunId": parent["run_id"], "sweep_job": str(hc.job.num), "overrides": " ".join(hc.overrides.task)}
+
+
+def _record_failure_before_start(cfg: DictConfig, error: str) -> None:
+    """A sweep job that failed before its run existed still gets a FAILED child run."""
+    parent = _sweep_parent()
+    if parent is None:
+        return
+    try:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        from runner.tracking import flatten
+
+        client = MlflowClient(tracking_uri=parent["uri"])
+        names = {k: str(OmegaConf.select(cfg, f"{k}._name_", default="?")) for k in ("problem", "optim")}
+        run = client.create_run(parent["experiment_id"], run_name=_run_name(names["problem"], names["optim"]), tags={**names, "error": error[:5000], **_sweep_tags()})
+        params = [Param(k, v) for k, v in flatten(OmegaConf.to_container(cfg, resolve=False)).items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(run.info.run_id, params=params[i : i + 100])
+        client.set_terminated(run.info.run_id, "FAILED")
+    except Exception as exc:  # the tracking store itself is the problem: the console still says why
+        print(f"(could not record the failed job in MLflow: {exc})", file=sys.stderr)
+
+
 # -- Hydra context --------------------------------------------------------------------------------
 def _hydra():
     from hydra.core.hydra_config import HydraConfig
@@ -247,9 +311,18 @@ def _run_name(problem: str, optim: str) -> str:
             continue
         if key == "experiment":
             parts.insert(0, value)
-        else:
-            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+        elif key != "hparams_search":  # the sweep's parent run carries the preset's name
+            parts.append(f"{key.rsplit('.', 1)[-1]}={_short_value(value)}")
     return "-".join(parts)
+
+
+def _short_value(value: str) -> str:
+    """0.025766385746 -> 0.02577: names stay readable; the params hold the exact value."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if len(value) <= 8 or not any(c in value for c in ".e") else f"{number:.4g}"
 
 
 def _raise_on_sigterm():

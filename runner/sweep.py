@@ -77,7 +77,8 @@ def parent_of_job() -> Optional[dict]:
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        path = Path(str(HydraConfig.get().sweep.dir)) / PARENT_FILE
+        hc = HydraConfig.get()
+        path = Path(hc.runtime.cwd) / str(hc.sweep.dir) / PARENT_FILE  # an absolute sweep.dir wins
         if path.exists():
             return json.loads(path.read_text())
     return None
@@ -227,7 +228,7 @@ def _plot_curves(client, rows: list[dict], path: Path) -> None:
     ax.set_ylabel("loss")
     ax.set_title("Loss of every job (dotted: failed)")
     ax.grid(True, which="both", alpha=0.3)
-    if len(rows) <= 20:
+    if ax.lines and len(rows) <= 20:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -92,9 +92,9 @@ def finish(interrupted: bool = False) -> Optional[dict]:
     info = _open.pop()
     last_outcome = None
     os.environ.pop(PARENT_ENV, None)
-    from mlflow.tracking import MlflowClient
+    from runner.tracking import client_for
 
-    client = MlflowClient(tracking_uri=info["uri"])
+    client = client_for(info["uri"])
     run_id = info["run_id"]
     try:
         rows = leaderboard(client, info)

@@ -267,11 +267,10 @@ def _record_failure_before_start(cfg: DictConfig, error: str) -> None:
         return
     try:
         from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
 
-        from runner.tracking import flatten
+        from runner.tracking import client_for, flatten
 
-        client = MlflowClient(tracking_uri=parent["uri"])
+        client = client_for(parent["uri"])
         names = {k: str(OmegaConf.select(cfg, f"{k}._name_", default="?")) for k in ("problem", "optim")}
         run = client.create_run(parent["experiment_id"], run_name=_run_name(names["problem"], names["optim"]), tags={**names, "error": error[:5000], **_sweep_tags()})
         params = [Param(k, v) for k, v in flatten(OmegaConf.to_container(cfg, resolve=False)).items()]

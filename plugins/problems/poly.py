@@ -101,10 +101,12 @@ class Poly:
         return out
 
     def figures(self, params):
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         coef = self.coefficients(params)
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.12)
+        ax = fig.add_subplot()
         xs = np.linspace(self.x.min(), self.x.max(), 400)
         ax.plot(self.x, self.y, "o", ms=4, label=f"data ({len(self.x)} samples)")
         ax.plot(xs, np.polyval(coef, xs), "-", label="fit")
@@ -112,9 +114,8 @@ class Poly:
             ax.plot(xs, np.polyval(self.truth, xs), "--", lw=1, label="truth")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
-        ax.set_title("Polynomial fit: " + _format_poly(coef))
+        ax.set_title("Polynomial fit: " + _format_poly(coef), fontsize=10)
         ax.legend()
-        fig.tight_layout()
         return {"fit": fig}
 
     # -- helpers ----------------------------------------------------------------------------

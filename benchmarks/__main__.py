@@ -1,0 +1,62 @@
+"""`python -m benchmarks [--quick] [--only SECTION ...] [--out BENCHMARKS.md]`
+
+Prints a table and writes it as Markdown with the machine it ran on. Every figure is a median
+over repeats, and where it is a ratio, the baseline was measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+from pathlib import Path
+
+from benchmarks.common import REPO, Row, machine
+
+SECTIONS = ["sweep"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (a smoke run)")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="Markdown file to write")
+    args = parser.parse_args()
+    rows: list[Row] = []
+    start = time.perf_counter()
+    for name in args.only or SECTIONS:
+        print(f"== {name}", flush=True)
+        section_rows = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
+        for row in section_rows:
+            print(format_row(row), flush=True)
+        rows += section_rows
+    text = markdown(rows, time.perf_counter() - start, args.quick)
+    Path(args.out).write_text(text)
+    print(f"\nwrote {args.out}")
+
+
+def format_row(r: Row) -> str:
+    verdict = "" if r.met is None else ("  met" if r.met else "  NOT MET")
+    target = f"  (target {r.target})" if r.target else ""
+    return f"  {r.what}: {r.measure} = {r.value:.4g} {r.unit}{target}{verdict}  {r.detail}"
+
+
+def markdown(rows: list[Row], seconds: float, quick: bool) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {machine()}.",
+        f"Command: `python -m benchmarks{' --quick' if quick else ''}` ({seconds:.0f} s). Medians over repeats; ratios against baselines measured in the same run.",
+        "",
+        "| section | what | measure | value | target | met |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        value = f"{r.value:.3g} {r.unit}".strip()
+        detail = f" ({r.detail})" if r.detail else ""
+        lines.append(f"| {r.section} | {r.what}{detail} | {r.measure} | {value} | {r.target or ''} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ class TrainerConfig:
     steps: int = 1000
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    dtype: str = "float32"  # float32 or float64
+    dtype: str = "auto"  # float32, float64, or auto: float32 unless the problem asks for float64
     log_every: int = 10  # one loss point every N steps
     check_every: int = 10  # host sync for tol / divergence every N steps
     tol: Optional[float] = None  # stop once the loss is at or below this
@@ -42,6 +42,7 @@ class TrackingConfig:
 class RunnerSchema:
     problem: Any = None
     optim: Any = None
+    sched: Any = None  # optional learning-rate schedule
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

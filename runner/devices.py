@@ -33,7 +33,10 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cuda", index)
 
 
-def resolve_dtype(spec: str) -> torch.dtype:
+def resolve_dtype(spec: str, problem=None) -> torch.dtype:
+    """`auto`: the problem's `preferred_dtype` ("float64" for certified-accuracy fits), else float32."""
+    if spec == "auto":
+        spec = getattr(problem, "preferred_dtype", None) or "float32"
     if spec not in DTYPES:
-        raise UserError(f"trainer.dtype={spec!r} is not supported; allowed: {', '.join(DTYPES)}.")
+        raise UserError(f"trainer.dtype={spec!r} is not supported; allowed: auto, {', '.join(DTYPES)}.")
     return DTYPES[spec]

@@ -35,6 +35,7 @@ def optimise(
     tol: Optional[float] = None,
     on_points: Callable[[int, Points], None] = lambda step, points: None,
     device: Optional[torch.device] = None,
+    scheduler=None,
 ) -> LoopResult:
     """Run up to `steps` steps; the loss at step s is the loss before that step's update."""
     first_eval: list[Optional[torch.Tensor]] = [None]
@@ -79,6 +80,8 @@ def optimise(
         while done < steps:
             first_eval[0] = None
             loss = optimizer.step(closure)
+            if scheduler is not None:
+                scheduler.step()
             pending.append((loss if loss is not None else first_eval[0]).detach())
             done += 1
             if (done % check_every == 0 or done == steps) and drain():

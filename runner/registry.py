@@ -1,6 +1,6 @@
 """Plugins are found through Python entry points, built-ins and third-party alike.
 
-Groups: `runner.problems` and `runner.optimizers`. Listing names reads package metadata only;
+Groups: `runner.problems`, `runner.optimizers` and `runner.schedulers`. Listing names reads package metadata only;
 a plugin's module is imported when its config or class is first needed.
 """
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 
 from runner.errors import UserError
 
-GROUPS = {"problem": "runner.problems", "optim": "runner.optimizers"}
+GROUPS = {"problem": "runner.problems", "optim": "runner.optimizers", "sched": "runner.schedulers"}
 
 
 @dataclass(frozen=True)
 class Plugin:
-    kind: str  # "problem" or "optim"
+    kind: str  # "problem", "optim" or "sched"
     name: str
     entry_point: md.EntryPoint
 

@@ -16,7 +16,7 @@ from runner.errors import UserError
 
 _MISSING = inspect.Parameter.empty
 # Keyword arguments of a signature that the engine supplies, never the config.
-ENGINE_SUPPLIED = frozenset({"params", "self"})
+ENGINE_SUPPLIED = frozenset({"params", "self", "problem", "optimizer", "total_steps"})
 # Keys the runner itself puts in a plugin's node: the plugin's registered name, a load failure.
 RESERVED = frozenset({"_name_", "_broken_"})
 

@@ -77,17 +77,29 @@ def run(cfg: DictConfig) -> float:
     from runner.tracking import check_reachable, resolve_uri
 
     trainer = _check_trainer(cfg.trainer)
-    device, dtype = resolve_device(trainer["device"]), resolve_dtype(trainer["dtype"])
+    device = resolve_device(trainer["device"])
+    resolve_dtype(trainer["dtype"])  # a bad name is refused before the problem reads its data
     problem_name, problem_factory = _plugin("problem", cfg.problem)
     problem_kwargs = coerce_arguments(problem_factory, cfg.problem, "problem")
     problem = _construct(problem_factory, "problem", problem_name, **problem_kwargs)
+    dtype = resolve_dtype(trainer["dtype"], problem)
     optim_name, optim_factory = _plugin("optim", cfg.optim)
     optim_kwargs = coerce_arguments(optim_factory, cfg.optim, "optim")
 
     torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
     generator = torch.Generator().manual_seed(trainer["seed"])
     params = _initial_params(problem, problem_name, generator, device, dtype)
-    optimizer = _construct(optim_factory, "optim", optim_name, list(params.values()), **optim_kwargs)
+    if "problem" in _parameters(optim_factory):  # e.g. lstsq: a direct solver asks for the problem
+        optim_kwargs_call = {**optim_kwargs, "problem": problem}
+    else:
+        optim_kwargs_call = optim_kwargs
+    optimizer = _construct(optim_factory, "optim", optim_name, list(params.values()), **optim_kwargs_call)
+    scheduler, sched_name, sched_kwargs = None, None, {}
+    if cfg.get("sched") is not None:
+        sched_name, sched_factory = _plugin("sched", cfg.sched)
+        sched_kwargs = coerce_arguments(sched_factory, cfg.sched, "sched")
+        extra = {"total_steps": trainer["steps"]} if "total_steps" in _parameters(sched_factory) else {}
+        scheduler = _construct(sched_factory, "sched", sched_name, optimizer, **sched_kwargs, **extra)
 
     parent = _sweep_parent()
     uri = parent["uri"] if parent else resolve_uri(cfg.tracking.uri)
@@ -95,14 +107,27 @@ def run(cfg: DictConfig) -> float:
     # The record shows the values the plugins received (10 -> 10.0 for a float argument).
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["problem"], resolved["optim"] = _plain(problem_kwargs), _plain(optim_kwargs)
-    return _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_name, params, optimizer, uri, device)
+    if scheduler is not None:
+        resolved["sched"] = _plain(sched_kwargs)
+    resolved["trainer"].update(device=str(device), dtype=str(dtype).removeprefix("torch."))
+    plugins = {"problem": problem_name, "optim": optim_name, **({"sched": sched_name} if sched_name else {})}
+    return _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optimizer, scheduler, uri, device)
+
+
+def _parameters(factory) -> set[str]:
+    import inspect
+
+    try:
+        return set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def _plain(kwargs: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
 
 
-def _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_name, params, optimizer, uri, device) -> float:
+def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optimizer, scheduler, uri, device) -> float:
     from mlflow.entities import Metric, Param, RunTag
 
     from runner.console import Progress, summary
@@ -110,10 +135,11 @@ def _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_na
     from runner.loop import optimise
     from runner.tracking import MetricWriter, flatten, open_experiment
 
+    problem_name, optim_name = plugins["problem"], plugins["optim"]
     client, experiment_id = open_experiment(uri, cfg.tracking.experiment)
-    name = cfg.tracking.run_name or _run_name(problem_name, optim_name)
+    name = cfg.tracking.run_name or _run_name(problem_name, optim_name, plugins.get("sched"))
     out_dir = _output_dir()
-    tags = {"problem": problem_name, "optim": optim_name, "mlflow.source.name": "runner", "output_dir": str(out_dir), **_sweep_tags()}
+    tags = {**plugins, "mlflow.source.name": "runner", "output_dir": str(out_dir), **_sweep_tags()}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     status, error, result, loop, figures = "FINISHED", None, None, None, []
@@ -144,6 +170,7 @@ def _record_and_optimise(cfg, resolved, trainer, problem_name, problem, optim_na
             tol=trainer["tol"],
             on_points=on_points,
             device=device,
+            scheduler=scheduler,
         )
         progress.close()
         if loop.stop_reason == "diverged":
@@ -300,13 +327,13 @@ def _output_dir() -> Path:
     return path
 
 
-def _run_name(problem: str, optim: str) -> str:
+def _run_name(problem: str, optim: str, sched: str | None = None) -> str:
     """poly-adam-lr=0.1-seed=3: the plugins, then the overrides that differ from the defaults."""
-    parts = [problem, optim]
+    parts = [problem, optim] + ([sched] if sched else [])
     hc = _hydra()
     for override in hc.overrides.task if hc is not None else []:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in ("problem", "optim") or key in _NOT_IN_NAME or key.startswith(("tracking.", "hydra")):
+        if key in ("problem", "optim", "sched") or key in _NOT_IN_NAME or key.startswith(("tracking.", "hydra")):
             continue
         if key == "experiment":
             parts.insert(0, value)

@@ -7,10 +7,10 @@ from plugins.problems.poly import Poly
 
 
 def solve_internal(problem: Poly, dtype=torch.float64):
-    """The exact least-squares optimum of the internal parameters, by a direct solve."""
+    """The least-squares optimum of the internal parameters, by torch's own direct solve."""
     params = problem.initial_params(torch.Generator().manual_seed(0), torch.device("cpu"), dtype)
-    design, target = problem._tensors["design"], problem._tensors["target"]
-    params["coefficients"] = torch.linalg.lstsq(design, target.unsqueeze(1)).solution.squeeze(1)
+    Phi, t = torch.tensor(problem.Phi, dtype=dtype), torch.tensor(problem.t, dtype=dtype)
+    params["c"] = torch.linalg.lstsq(Phi, t.unsqueeze(1)).solution.squeeze(1)
     return params
 
 
@@ -29,15 +29,15 @@ def test_loss_is_the_tutorials_sum_of_squared_errors_in_any_basis():
     cheb = Poly()
     g = torch.Generator().manual_seed(0)
     p_raw = raw.initial_params(g, torch.device("cpu"), torch.float64)
-    p_raw["coefficients"] = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)  # low power first: 1x^2+2x+3
+    p_raw["c"] = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)  # low power first: 1x^2+2x+3
     assert float(raw.loss(p_raw)) == pytest.approx(0.0, abs=1e-20)
-    p_raw["coefficients"] = torch.tensor([3.0, 2.0, 1.5], dtype=torch.float64)
+    p_raw["c"] = torch.tensor([3.0, 2.0, 1.5], dtype=torch.float64)
     expected = float(np.sum((0.5 * raw.x**2) ** 2))
     assert float(raw.loss(p_raw)) == pytest.approx(expected, rel=1e-12)
     assert np.array_equal(raw.x, cheb.x)  # same draw: data depend on data_seed only
     mse = Poly(basis="monomial", scale=False, loss="mse")
     p = mse.initial_params(g, torch.device("cpu"), torch.float64)
-    p["coefficients"] = p_raw["coefficients"]
+    p["c"] = p_raw["c"]
     assert float(mse.loss(p)) == pytest.approx(expected / 20, rel=1e-12)
 
 

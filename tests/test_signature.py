@@ -63,4 +63,6 @@ def test_torch_optimizer_signatures_are_config():
     d = config_defaults(torch_optim.adam)
     assert d["lr"] == 0.1 and d["betas"] == [0.9, 0.999] and "params" not in d
     assert coerce_arguments(torch_optim.adam, {"lr": 0.01, "betas": [0.8, 0.9]}, "optim") == {"lr": 0.01, "betas": (0.8, 0.9)}
-    assert config_defaults(torch_optim.lbfgs)["line_search_fn"] == "strong_wolfe"
+    from plugins.optimizers.lbfgs import LBFGS
+
+    assert config_defaults(LBFGS)["line_search_fn"] == "strong_wolfe" and config_defaults(LBFGS)["tolerance_grad"] == 0.0

@@ -20,9 +20,6 @@ RUNNER_DEFAULTS = {
     "nadam": {"lr": 0.1},
     "radam": {"lr": 0.1},
     "adamax": {"lr": 0.1},
-    # torch's tolerances are absolute (1e-7 on the gradient, 1e-9 on the loss change): on a loss of
-    # 1e-10 they stop L-BFGS far from the optimum. Zero lets it run until it stops making progress.
-    "lbfgs": {"line_search_fn": "strong_wolfe", "tolerance_grad": 0.0, "tolerance_change": 0.0},
 }
 # Optimisers whose update treats every parameter element on its own (safe to batch replicas).
 ELEMENTWISE = {"sgd", "adam", "adamw", "nadam", "radam", "adamax", "rmsprop", "adagrad", "adadelta", "rprop", "asgd"}
@@ -57,4 +54,4 @@ adagrad = with_defaults(torch.optim.Adagrad, "adagrad")
 adadelta = with_defaults(torch.optim.Adadelta, "adadelta")
 asgd = with_defaults(torch.optim.ASGD, "asgd")
 rprop = with_defaults(torch.optim.Rprop, "rprop")
-lbfgs = with_defaults(torch.optim.LBFGS, "lbfgs", **RUNNER_DEFAULTS["lbfgs"])
+# lbfgs is plugins/optimizers/lbfgs.py: torch's LBFGS with a polish phase.

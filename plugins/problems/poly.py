@@ -13,17 +13,13 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-import torch
+
+from plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
 
 TUTORIAL_COEFFICIENTS = [1.0, 2.0, 3.0]  # x^2 + 2x + 3
-_BASES = {
-    "monomial": np.polynomial.Polynomial,
-    "chebyshev": np.polynomial.Chebyshev,
-    "legendre": np.polynomial.Legendre,
-}
 
 
-class Poly:
+class Poly(LinearLeastSquares):
     """Least-squares polynomial fit. Loss: sum (sse) or mean (mse) of squared errors in y."""
 
     def __init__(
@@ -62,32 +58,12 @@ class Poly:
             )
         self.x, self.y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         self.truth = None if truth is None else np.asarray(truth, np.float64)
-        self.loss_kind, self.basis = loss, basis
-        # Internal coordinates: t = (x - x_mid) / x_half in [-1, 1]; y = y_mean + y_scale * model(t).
-        lo, hi = float(self.x.min()), float(self.x.max())
-        if scale and hi > lo:
-            self.domain = [lo, hi]
-        else:
-            self.domain = [-1.0, 1.0]
-        self.y_mean = float(self.y.mean()) if scale else 0.0
-        self.y_scale = (float(self.y.std()) or 1.0) if scale else 1.0
-        self._tensors: dict = {}
-
-    # -- the problem contract ---------------------------------------------------------------
-    def initial_params(self, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
-        self._to(device, dtype)
-        start = torch.randn(self.degree + 1, generator=generator, dtype=torch.float64)
-        return {"coefficients": start.to(device=device, dtype=dtype)}
-
-    def loss(self, params):
-        design, target = self._tensors["design"], self._tensors["target"]
-        residual = design @ params["coefficients"] - target  # in standardised y units
-        sse = residual.square().sum() * self.y_scale**2
-        return sse / len(self.x) if self.loss_kind == "mse" else sse
+        Phi, t, y_scale, M, o, X, M_exact, o_exact = polynomial_setup(self.x, self.y, self.degree, basis, scale)
+        self.setup(Phi, t, y_scale, M, o, X, self.y, M_exact, o_exact, loss=loss)
 
     def metrics(self, params):
         coef = self.coefficients(params)
-        out = {"rmse": float(np.sqrt(np.mean((np.polyval(coef, self.x) - self.y) ** 2)))}
+        out = {"rmse": float(np.sqrt(np.mean((np.polyval(coef, self.x) - self.y) ** 2))), **super().metrics(params)}
         if self.truth is not None:
             n = max(len(coef), len(self.truth))
             pad = lambda c: np.concatenate([np.zeros(n - len(c)), c])  # noqa: E731
@@ -95,7 +71,8 @@ class Poly:
         return out
 
     def solution(self, params):
-        out = {"coefficients": [float(c) for c in self.coefficients(params)]}
+        out = {"coefficients": [float(c) for c in self.coefficients(params)],
+               "reference": [float(c) for c in self.reference().B[::-1]]}
         if self.truth is not None:
             out["truth"] = [float(c) for c in self.truth]
         return out
@@ -118,29 +95,9 @@ class Poly:
         ax.legend()
         return {"fit": fig}
 
-    # -- helpers ----------------------------------------------------------------------------
     def coefficients(self, params) -> np.ndarray:
         """The fitted polynomial in the monomial basis of x, highest power first."""
-        c = params["coefficients"].detach().to("cpu", torch.float64).numpy()
-        series = _BASES[self.basis](c, domain=self.domain)
-        mono = series.convert(kind=np.polynomial.Polynomial, domain=[-1, 1], window=[-1, 1]).coef
-        mono = np.pad(mono, (0, self.degree + 1 - len(mono))) * self.y_scale
-        mono[0] += self.y_mean
-        return mono[::-1].copy()
-
-    def _to(self, device, dtype) -> None:
-        key = (str(device), dtype)
-        if self._tensors.get("key") == key:
-            return
-        lo, hi = self.domain
-        t = (self.x - (lo + hi) / 2) / ((hi - lo) / 2)
-        columns = [_BASES[self.basis].basis(k)(t) for k in range(self.degree + 1)]
-        target = (self.y - self.y_mean) / self.y_scale
-        self._tensors = {
-            "key": key,
-            "design": torch.tensor(np.stack(columns, 1), device=device, dtype=dtype),
-            "target": torch.tensor(target, device=device, dtype=dtype),
-        }
+        return self.reported(params)[::-1].copy()
 
 
 def read_xy_csv(path: str) -> tuple[np.ndarray, np.ndarray]:

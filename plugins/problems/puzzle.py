@@ -1,15 +1,19 @@
-"""A system of linear equations written as text, solved by minimising the summed squared error."""
+"""A system of linear equations written as text, solved by minimising the summed squared error.
+
+The text is only parsed into A x = b; the least-squares engine (shared with linsys) does the
+rest, including the rank and the minimum-norm solution when the system does not pin x down.
+"""
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from plugins.problems.least_squares import LinearLeastSquares
 from plugins.problems.linear_equations import EquationError, parse_system
 
 TUTORIAL_EQUATIONS = ["A + B = 9", "C - D = 1", "A + C = 8", "B - D = 2"]
 
 
-class Puzzle:
+class Puzzle(LinearLeastSquares):
     """Unknowns named in the equations; loss = sum over equations of (left - right)^2."""
 
     def __init__(self, equations: list[str] = tuple(TUTORIAL_EQUATIONS)):  # type: ignore[assignment]
@@ -17,22 +21,18 @@ class Puzzle:
             self.system = parse_system(list(equations))
         except EquationError as exc:
             raise ValueError(f"problem.equations: {exc}") from None
-        self._tensors: dict = {}
-
-    def initial_params(self, generator, device, dtype):
         A, b = self.system.A, self.system.b
-        self._tensors = {"A": torch.tensor(A, device=device, dtype=dtype), "b": torch.tensor(b, device=device, dtype=dtype)}
-        start = torch.randn(len(self.system.names), generator=generator, dtype=torch.float64)
-        return {"x": start.to(device=device, dtype=dtype)}
-
-    def loss(self, params):
-        return (self._tensors["A"] @ params["x"] - self._tensors["b"]).square().sum()
+        identity = np.eye(A.shape[1])
+        self.setup(A, b, 1.0, identity, np.zeros(A.shape[1]), X=A, y=b, names=self.system.names)
 
     def metrics(self, params):
-        x = params["x"].detach().to("cpu", torch.float64).numpy()
+        x = self.internal(params)
         residual = self.system.A @ x - self.system.b
-        return {"max_residual": float(np.max(np.abs(residual))), "rank": float(np.linalg.matrix_rank(self.system.A))}
+        out = {"max_residual": float(np.max(np.abs(residual))), **super().metrics(params)}
+        ref = self.reference()
+        if not ref.full_rank:  # many x solve it (the tutorial's rank is 3): show the smallest beside
+            out.update({f"min_norm_{n}": float(v) for n, v in zip(self.system.names, ref.c)})
+        return out
 
     def solution(self, params):
-        x = params["x"].detach().to("cpu", torch.float64).numpy()
-        return {n: float(v) for n, v in zip(self.system.names, x)}
+        return {n: float(v) for n, v in zip(self.system.names, self.internal(params))}

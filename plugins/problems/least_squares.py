@@ -1,0 +1,227 @@
+"""The engine shared by every linear least-squares problem (poly, nist, puzzle, linsys).
+
+A problem is minimised over internal coefficients c in a well-conditioned basis:
+    loss(c) = y_scale^2 * sum_i (Phi c - t)_i^2        (or its mean, loss="mse")
+and reported as coefficients B = M c + o of the user's model (monomials of x, NIST's B0..Bk, the
+unknowns of a system). Beside the iterative solution the engine computes a reference: a direct
+least-squares solve in float64 (SVD), refined with residuals y - X B computed exactly in rational
+arithmetic for small problems, so it carries the digits the data allow.
+
+Reading B for a float64 c through M can amplify c's rounding by M's condition (about six digits
+for Wampler's centred basis). The reading is therefore anchored at the reference:
+B(c) = B_ref + M (c - c_ref), the same affine map, evaluated where it does not cancel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+EXACT_REFINEMENT_LIMIT = 200_000  # entries of X: above this, refine in float64 instead
+
+
+@dataclass
+class Reference:
+    c: np.ndarray  # internal coefficients of the reference solution
+    B: np.ndarray  # reported coefficients, refined
+    rank: int
+    full_rank: bool
+
+
+class LinearLeastSquares:
+    """Base class: a subclass calls `self.setup(...)` in its constructor."""
+
+    def setup(self, Phi, t: np.ndarray, y_scale: float, M: np.ndarray, o: np.ndarray,
+              X, y: np.ndarray, M_exact=None, o_exact=None, loss: str = "sse",
+              names: Optional[Sequence[str]] = None, sparse: bool = False) -> None:
+        """Phi, t: internal design and target; y = y_mean + y_scale * t. M, o: B = M c + o.
+        X, y: the user's design and data (for exact residuals); M_exact, o_exact: Fractions."""
+        self.Phi, self.t, self.y_scale, self.M, self.o = Phi, np.asarray(t, np.float64), float(y_scale), M, o
+        self.X, self.y, self.M_exact, self.o_exact = X, y, M_exact, o_exact
+        self.loss_kind, self.names, self.sparse = loss, list(names or []), sparse
+        self.n = Phi.shape[0]
+        self._tensors: dict = {}
+        self._reference: Optional[Reference] = None
+
+    # -- the problem contract ---------------------------------------------------------------
+    def initial_params(self, generator: torch.Generator, device, dtype):
+        self._to(device, dtype)
+        start = torch.randn(self.Phi.shape[1], generator=generator, dtype=torch.float64)
+        return {"c": start.to(device=device, dtype=dtype)}
+
+    def loss(self, params):
+        residual = self._tensors["Phi"] @ params["c"] - self._tensors["t"]
+        sse = residual.square().sum() * self.y_scale**2
+        return sse / self.n if self.loss_kind == "mse" else sse
+
+    def metrics(self, params) -> dict[str, float]:
+        ref = self.reference()
+        c = self.internal(params)
+        diff = c - ref.c
+        if not ref.full_rank:  # the solutions form an affine set: distance to it
+            diff = np.linalg.lstsq(self.dense_Phi(), self.dense_Phi() @ diff, rcond=None)[0]
+        return {"ref_distance": float(np.max(np.abs(self.M @ diff))) if diff.size else 0.0, "rank": float(ref.rank)}
+
+    def reference_is_cheap(self) -> bool:
+        return self.Phi.shape[0] * self.Phi.shape[1] <= 50_000_000
+
+    # -- helpers for subclasses -----------------------------------------------------------
+    def internal(self, params) -> np.ndarray:
+        return params["c"].detach().to("cpu", torch.float64).numpy()
+
+    def reported(self, params) -> np.ndarray:
+        """B for the current parameters, read relative to the reference (see the module doc)."""
+        ref = self.reference()
+        return ref.B + self.M @ (self.internal(params) - ref.c)
+
+    def dense_Phi(self) -> np.ndarray:
+        return self.Phi.toarray() if hasattr(self.Phi, "toarray") else self.Phi
+
+    def reference(self) -> Reference:
+        if self._reference is None:
+            self._reference = self._solve()
+        return self._reference
+
+    def _solve(self) -> Reference:
+        if hasattr(self.Phi, "tocsr") or not self.reference_is_cheap():
+            return self._solve_iteratively()
+        Phi = np.asarray(self.dense_Phi(), np.float64)
+        c, _, rank, _ = np.linalg.lstsq(Phi, self.t, rcond=None)
+        full_rank = bool(rank == Phi.shape[1])
+        small = not hasattr(self.X, "toarray") and self.X.shape[0] * self.X.shape[1] <= EXACT_REFINEMENT_LIMIT
+        if self.M_exact is not None and small:
+            c, B = self._refine_exactly(Phi, c, full_rank)
+        else:  # one refinement step with a float64 residual
+            B = self.M @ c + self.o
+            dc = np.linalg.lstsq(Phi, (self.y - self.X @ B) / self.y_scale, rcond=None)[0]
+            c, B = c + dc, B + self.M @ dc
+        return Reference(c=c, B=np.asarray(B, np.float64), rank=int(rank), full_rank=full_rank)
+
+    def _solve_iteratively(self) -> Reference:
+        """Sparse or very large: LSQR (scipy), which needs only products with Phi."""
+        from scipy.sparse.linalg import lsqr
+
+        result = lsqr(self.Phi, self.t, atol=1e-14, btol=1e-14, iter_lim=20 * self.Phi.shape[1])
+        c = result[0]
+        k = self.Phi.shape[1]
+        return Reference(c=c, B=self.M @ c + self.o, rank=k, full_rank=True)
+
+    def _refine_exactly(self, Phi: np.ndarray, c: np.ndarray, full_rank: bool, steps: int = 6):
+        """Refine on the normal equations with their residual g = M^T X^T (y - X B) computed in
+        exact rational arithmetic: g vanishes at the least-squares solution however large the
+        residual y - X B stays (Wampler5), so each step gains digits instead of re-injecting
+        float64 error. The correction is solved through Phi's R factor (well conditioned)."""
+        k = len(c)
+        M, o = self.M_exact, self.o_exact
+        if isinstance(self.X, PolynomialDesign) and self.X.x is not None:
+            X = [[Fraction(v) ** p for p in self.X.powers] for v in self.X.x]
+        else:
+            X = [[Fraction(v) for v in row] for row in self.X]
+        y = [Fraction(v) for v in self.y]
+        if full_rank:
+            R = np.linalg.qr(Phi, mode="r")
+            solve = lambda g: np.linalg.solve(R, np.linalg.solve(R.T, g))  # noqa: E731
+        else:
+            pinv = np.linalg.pinv(Phi.T @ Phi)
+            solve = lambda g: pinv @ g  # noqa: E731
+        B = [sum((M[i][j] * Fraction(c[j]) for j in range(k)), o[i]) for i in range(len(o))]
+        scale2 = self.y_scale**2
+        for _ in range(steps):
+            r = [yi - sum((a * b for a, b in zip(row, B)), Fraction(0)) for row, yi in zip(X, y)]
+            gB = [sum((row[i] * ri for row, ri in zip(X, r)), Fraction(0)) for i in range(len(B))]
+            gc = np.array([float(sum((M[i][j] * gB[i] for i in range(len(B))), Fraction(0))) for j in range(k)])
+            dc = solve(gc) / scale2
+            if not np.any(dc):
+                break
+            c = c + dc
+            B = [b + sum((M[i][j] * Fraction(dc[j]) for j in range(k)), Fraction(0)) for i, b in enumerate(B)]
+        return c, [float(b) for b in B]
+
+    def _to(self, device, dtype) -> None:
+        key = (str(device), dtype)
+        if self._tensors.get("key") == key:
+            return
+        if self.sparse:
+            Phi = torch.sparse_csr_tensor(
+                torch.from_numpy(self.Phi.indptr.astype(np.int64)), torch.from_numpy(self.Phi.indices.astype(np.int64)),
+                torch.from_numpy(self.Phi.data), size=self.Phi.shape, dtype=dtype, device=device)
+        else:
+            Phi = torch.as_tensor(self.Phi, dtype=dtype, device=device)
+        self._tensors = {"key": key, "Phi": Phi, "t": torch.as_tensor(self.t, dtype=dtype, device=device)}
+
+
+# -- polynomial bases ---------------------------------------------------------------------------
+BASES = {"monomial": np.polynomial.Polynomial, "chebyshev": np.polynomial.Chebyshev, "legendre": np.polynomial.Legendre}
+
+
+def basis_to_monomial_exact(basis: str, lo: float, hi: float, degree: int) -> list[list[Fraction]]:
+    """M with M[i][k] = coefficient of x^i in basis polynomial k of t = (x - mid) / half, exactly."""
+    mid, half = (Fraction(lo) + Fraction(hi)) / 2, (Fraction(hi) - Fraction(lo)) / 2
+    t = [-mid / half, 1 / half]  # t as a polynomial in x, low power first
+
+    def mul(p, q):
+        out = [Fraction(0)] * (len(p) + len(q) - 1)
+        for i, a in enumerate(p):
+            for j, b in enumerate(q):
+                out[i + j] += a * b
+        return out
+
+    def add(p, q, a=Fraction(1), b=Fraction(1)):
+        n = max(len(p), len(q))
+        p, q = p + [Fraction(0)] * (n - len(p)), q + [Fraction(0)] * (n - len(q))
+        return [a * x + b * y for x, y in zip(p, q)]
+
+    polys = [[Fraction(1)], t]
+    for k in range(2, degree + 1):
+        if basis == "monomial":
+            polys.append(mul(polys[-1], t))
+        elif basis == "chebyshev":  # T_k = 2 t T_{k-1} - T_{k-2}
+            polys.append(add(mul([2 * a for a in t], polys[-1]), polys[-2], b=Fraction(-1)))
+        elif basis == "legendre":  # k P_k = (2k-1) t P_{k-1} - (k-1) P_{k-2}
+            polys.append(add(mul(t, polys[-1]), polys[-2], Fraction(2 * k - 1, k), Fraction(-(k - 1), k)))
+        else:
+            raise ValueError(f"unknown basis {basis!r}; allowed: {', '.join(BASES)}")
+    polys = polys[: degree + 1]
+    return [[(polys[k][i] if i < len(polys[k]) else Fraction(0)) for k in range(degree + 1)] for i in range(degree + 1)]
+
+
+def polynomial_setup(x: np.ndarray, y: np.ndarray, degree: int, basis: str, scale: bool, intercept: bool = True):
+    """(Phi, t, y_mean, y_scale, M, o, X, M_exact, o_exact) for y ~ sum_k B_k x^k.
+
+    `scale`: x mapped onto [-1, 1] and y standardised. Without an intercept the model has no
+    constant term (NIST's NoInt sets): x is only scaled, not shifted, and y not centred."""
+    lo, hi = float(x.min()), float(x.max())
+    powers = list(range(0 if intercept else 1, degree + 1))
+    if not intercept:
+        half = max(abs(lo), abs(hi)) if scale else 1.0
+        lo, hi = (-half, half) if half > 0 else (-1.0, 1.0)
+    elif not (scale and hi > lo):
+        lo, hi = -1.0, 1.0
+    y_mean = float(y.mean()) if scale and intercept else 0.0
+    y_scale = (float(np.sqrt(np.mean((y - y_mean) ** 2))) or 1.0) if scale else 1.0
+    t_x = (x - (lo + hi) / 2) / ((hi - lo) / 2)
+    full = basis_to_monomial_exact(basis if intercept else "monomial", lo, hi, degree)  # (degree+1)^2
+    # Columns used: all basis polynomials, or for no intercept the pure powers t^k, k >= 1.
+    Phi = np.stack([BASES[basis].basis(k)(t_x) if intercept else t_x**k for k in powers], 1)
+    M_exact = [[full[i][k] * Fraction(y_scale) for k in powers] for i in powers]
+    o_exact = [Fraction(y_mean) if i == 0 else Fraction(0) for i in powers]
+    M = np.array([[float(v) for v in row] for row in M_exact])
+    o = np.array([float(v) for v in o_exact])
+    X = PolynomialDesign(np.stack([x**k for k in powers], 1), x, powers)
+    return Phi, (y - y_mean) / y_scale, y_scale, M, o, X, M_exact, o_exact
+
+
+class PolynomialDesign(np.ndarray):
+    """The float64 design X[i, k] = x_i^p_k, which also knows its exact rational powers:
+    float64 rounds x^10, and on Filip that rounding alone costs six digits."""
+
+    def __new__(cls, X, x, powers):
+        obj = np.asarray(X).view(cls)
+        obj.x, obj.powers = np.asarray(x), list(powers)
+        return obj
+
+    def __array_finalize__(self, obj):
+        self.x, self.powers = getattr(obj, "x", None), getattr(obj, "powers", None)

@@ -8,6 +8,7 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line description)
+    "accuracy": ("runner.accuracy:main", "digits (min LRE) per NIST dataset and optimiser, from MLflow"),
 }
 
 HELP = """\
@@ -19,11 +20,13 @@ Problems (problem=NAME; their arguments are problem.ARG=VALUE):
   {problems}
 Optimisers (optim=NAME; their arguments are optim.ARG=VALUE):
   {optims}
+Learning-rate schedules (sched=NAME, optional; sched.ARG=VALUE):
+  {scheds}
 Presets: experiment={experiments}   hparams_search={searches}
 
 Trainer and tracking keys (defaults in brackets):
   trainer.steps [1000]  trainer.seed [0]  trainer.device [auto|cpu|cuda|cuda:N]
-  trainer.dtype [float32|float64]  trainer.tol [null]  trainer.log_every [10]
+  trainer.dtype [auto|float32|float64]  trainer.tol [null]  trainer.log_every [10]
   trainer.check_every [10]  trainer.progress [auto|bar|lines|off]
   tracking.uri [sqlite:///mlflow.db in this directory]  tracking.experiment [runner]
 {subcommands}
@@ -49,6 +52,7 @@ def print_help() -> None:
         HELP.format(
             problems=", ".join(registry.plugins("problem")) or "(none: pip install -e .)",
             optims=", ".join(registry.plugins("optim")) or "(none: pip install -e .)",
+            scheds=", ".join(registry.plugins("sched")) or "(none)",
             experiments=_presets("experiment"),
             searches=_presets("hparams_search"),
             subcommands=("\nSubcommands:" + subs + "\n") if subs else "",

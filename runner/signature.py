@@ -50,6 +50,7 @@ def config_defaults(factory: Any) -> dict[str, Any]:
 def coerce_arguments(factory: Any, values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Check `values` (a composed config node) against `factory`'s signature."""
     params = config_parameters(factory)
+    values = _plain(values)  # a missing value (???) stays text here, for our own message
     kwargs = {}
     for key, value in values.items():
         if key in RESERVED:

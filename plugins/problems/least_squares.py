@@ -145,7 +145,7 @@ class LinearLeastSquares:
         if self._tensors.get("key") == key:
             return
         if self.sparse:
-            Phi = torch.sparse_csr_tensor(
+            Phi = torch.sparse_csr_tensor(  # CSR: A c and A^T r without densifying
                 torch.from_numpy(self.Phi.indptr.astype(np.int64)), torch.from_numpy(self.Phi.indices.astype(np.int64)),
                 torch.from_numpy(self.Phi.data), size=self.Phi.shape, dtype=dtype, device=device)
         else:

@@ -8,6 +8,8 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line description)
+    "sync": ("runner.sync:main", "upload job records that did not reach MLflow (server down), exactly once"),
+    "reap": ("runner.reap:main", "mark RUNNING runs whose heartbeat stopped (killed process) as KILLED"),
     "accuracy": ("runner.accuracy:main", "digits (min LRE) per NIST dataset and optimiser, from MLflow"),
 }
 

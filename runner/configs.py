@@ -36,6 +36,7 @@ class TrackingConfig:
     experiment: str = "runner"
     run_name: Optional[str] = None  # null: built from the plugins and the overrides
     artifacts: bool = True  # plots, result.json and config as MLflow artifacts
+    skip_finished: bool = False  # a job whose config already has a FINISHED run is not run again
 
 
 @dataclass

@@ -66,6 +66,9 @@ def start(config: DictConfig) -> dict:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PARENT_FILE).write_text(json.dumps(info))
     os.environ[PARENT_ENV] = json.dumps(info)
+    from runner.tracking import MetricWriter
+
+    info["_heartbeat"] = MetricWriter(client, run.info.run_id)  # beats until finish(): reap spares a live sweep
     _open.append(info)
     return info
 
@@ -90,6 +93,7 @@ def finish(interrupted: bool = False) -> Optional[dict]:
     if not _open:
         return None
     info = _open.pop()
+    info.pop("_heartbeat").close(timeout=5)
     last_outcome = None
     os.environ.pop(PARENT_ENV, None)
     from runner.tracking import client_for

@@ -56,6 +56,7 @@ def hydra_task(cfg: DictConfig) -> float:
     except KeyboardInterrupt as exc:
         if multirun:
             raise  # the sweep stops; the entry point closes its parent run
+        print(f"Stopped: {'SIGTERM' if isinstance(exc, Terminated) else 'Ctrl-C'}. The run is recorded KILLED with its history so far.", file=sys.stderr)
         sys.exit(143 if isinstance(exc, Terminated) else 130)
     except Exception as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -133,15 +134,25 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
     from runner.console import Progress, summary
     from runner.figures import save_loss_curve, save_problem_figures
     from runner.loop import optimise
+    from runner.record import LocalRecord
     from runner.tracking import MetricWriter, flatten, open_experiment
 
     problem_name, optim_name = plugins["problem"], plugins["optim"]
     client, experiment_id = open_experiment(uri, cfg.tracking.experiment)
     name = cfg.tracking.run_name or _run_name(problem_name, optim_name, plugins.get("sched"))
     out_dir = _output_dir()
-    tags = {**plugins, "mlflow.source.name": "runner", "output_dir": str(out_dir), **_sweep_tags()}
+    config_hash = _config_hash(plugins, resolved)
+    if cfg.tracking.get("skip_finished"):
+        done = _finished_run(client, experiment_id, config_hash)
+        if done is not None:
+            return _reuse(client, experiment_id, done, name, plugins, config_hash)
+    tags = {**plugins, "mlflow.source.name": "runner", "output_dir": str(out_dir), "config_hash": config_hash, **_sweep_tags()}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
+    flat_params = flatten(resolved)
+    record = LocalRecord(out_dir, run_id=run_id, tracking_uri=uri, experiment=cfg.tracking.experiment,
+                         experiment_id=experiment_id, run_name=name, tags=tags, params=flat_params)
+    store = _Store(client, run_id)
     status, error, result, loop, figures = "FINISHED", None, None, None, []
     history: list[tuple[int, float]] = []
     writer = MetricWriter(client, run_id, out_dir / "metrics.csv")
@@ -157,9 +168,9 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
 
     previous_sigterm = _raise_on_sigterm()
     try:
-        params_list = [Param(k, v) for k, v in flatten(resolved).items()]
+        params_list = [Param(k, v) for k, v in flat_params.items()]
         for i in range(0, len(params_list), 100):
-            client.log_batch(run_id, params=params_list[i : i + 100])
+            store.call(client.log_batch, run_id, params=params_list[i : i + 100])
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         loop = optimise(
             lambda: problem.loss(params),
@@ -200,22 +211,22 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         writer.close()
-        timestamp = _now_ms()
-        final: list[Metric] = []
+        final = {}
         if loop is not None:
-            final += [
-                Metric("final_loss", loop.final_loss, timestamp, 0),
-                Metric("steps", float(loop.steps), timestamp, 0),
-                Metric("loop_seconds", loop.seconds, timestamp, 0),
-            ]
+            final = {"final_loss": loop.final_loss, "steps": float(loop.steps), "loop_seconds": loop.seconds}
         if result is not None:
-            final += [Metric(k, v, timestamp, 0) for k, v in result["metrics"].items()]
+            final.update(result["metrics"])
+        artifacts = [p for p in [out_dir / "result.json", out_dir / "config.yaml", *figures] if p.exists()] if cfg.tracking.artifacts else []
+        record.update(status=status, error=error, final_metrics=final, artifacts=[p.name for p in artifacts])
+        if writer.error is not None:
+            store.failed = writer.error  # the store is gone: do not wait on it again
+        timestamp = _now_ms()
         end_tags = [RunTag("error", error[:5000])] if error else []
-        client.log_batch(run_id, metrics=final, tags=end_tags)
-        if cfg.tracking.artifacts and result is not None:
-            for path in [out_dir / "result.json", out_dir / "config.yaml", *figures]:
-                client.log_artifact(run_id, str(path))
-        client.set_terminated(run_id, status)
+        store.call(client.log_batch, run_id, metrics=[Metric(k, v, timestamp, 0) for k, v in final.items()], tags=end_tags)
+        for path in artifacts:
+            store.call(client.log_artifact, run_id, str(path))
+        store.call(client.set_terminated, run_id, status)
+        record.update(synced=store.failed is None)
         if loop is not None and result is not None and _is_multirun():
             job = _hydra().job.num
             print(f"[job {job}] {name}: {status}{f' ({error})' if error else ''}  final loss {loop.final_loss:.6g}  {loop.steps} steps  {loop.seconds:.3f} s  run {run_id}")
@@ -223,9 +234,62 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
             print(summary(title=name, status=status, result=result, seconds=loop.seconds, run_id=run_id, uri=uri, experiment_id=experiment_id, error=error))
         elif error:
             print(f"{name}: {status} ({error}); MLflow run {run_id}", file=sys.stderr)
+        if store.failed is not None:
+            print(f"Warning: the tracking store {uri} stopped answering during the run ({str(store.failed).splitlines()[0][:200]}). "
+                  f"The full record is kept in {out_dir}; upload it with: python -m runner sync {out_dir}", file=sys.stderr)
     if status == "FAILED":
         raise RunFailed(error)
     return loop.final_loss
+
+
+class _Store:
+    """MLflow calls after the run exists: the first failure is remembered, later calls skipped."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id, self.failed = client, run_id, None
+
+    def call(self, fn, *args, **kwargs) -> bool:
+        if self.failed is not None:
+            return False
+        try:
+            fn(*args, **kwargs)
+            return True
+        except Exception as exc:  # the local record keeps everything; sync uploads it later
+            self.failed = exc
+            return False
+
+
+def _config_hash(plugins: dict, resolved: dict) -> str:
+    """A stable hash of what determines the result: plugins and config, not tracking or display."""
+    import hashlib
+
+    config = {k: v for k, v in resolved.items() if k != "tracking"}
+    config["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k != "progress"}
+    text = json.dumps({"plugins": plugins, "config": config}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _finished_run(client, experiment_id: str, config_hash: str):
+    runs = client.search_runs([experiment_id], filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
+                              max_results=1, order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def _reuse(client, experiment_id: str, done, name: str, plugins: dict, config_hash: str) -> float:
+    """tracking.skip_finished: report the recorded result instead of running again. In a sweep the
+    job still appears under the new parent, as a FINISHED child that points at the original."""
+    from mlflow.entities import Metric
+
+    m = done.data.metrics
+    final_loss = m.get("final_loss", math.nan)
+    print(f"{name}: already FINISHED as run {done.info.run_id} (same config, hash {config_hash}); final loss {final_loss:.6g}. Not run again.")
+    if _sweep_parent() is not None:
+        tags = {**plugins, "config_hash": config_hash, "reused_run_id": done.info.run_id, **_sweep_tags()}
+        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        keep = [Metric(k, m[k], _now_ms(), 0) for k in ("final_loss", "steps", "loop_seconds") if k in m]
+        client.log_batch(run.info.run_id, metrics=keep)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return final_loss
 
 
 # -- input checks ---------------------------------------------------------------------------------

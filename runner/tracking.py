@@ -26,6 +26,14 @@ for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking._tracking_ser
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
+def fail_fast_over_http() -> None:
+    """MLflow retries a dead server for minutes by default; a run must notice within seconds.
+    Users' own settings win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def resolve_uri(uri: Optional[str]) -> str:
     """tracking.uri, else MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db (absolute)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
@@ -129,13 +137,19 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
 
 
 class MetricWriter:
-    """Sends metric points to MLflow from a background thread, in batches (log_batch)."""
+    """Sends metric points to MLflow from a background thread, in batches (log_batch), and beats a
+    heartbeat tag (`runner.heartbeat`, epoch seconds) so that `python -m runner reap` can tell a
+    live run from one whose process died. Every point also goes to `history_file` first."""
 
-    def __init__(self, client, run_id: str, history_file: Optional[Path] = None, interval: float = 1.0):
-        self.client, self.run_id, self.interval = client, run_id, interval
+    HEARTBEAT_TAG = "runner.heartbeat"  # read by runner/reap.py
+
+    def __init__(self, client, run_id: str, history_file: Optional[Path] = None, interval: float = 1.0,
+                 heartbeat: float = 10.0):
+        self.client, self.run_id, self.interval, self.heartbeat = client, run_id, interval, heartbeat
         self.queue: queue.Queue = queue.Queue()
         self.error: Optional[BaseException] = None
         self.history_file = history_file
+        self._next_beat = 0.0
         self.thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
         self.thread.start()
 
@@ -155,7 +169,11 @@ class MetricWriter:
 
         done = False
         while not done:
-            batch = [self.queue.get()]
+            self._beat()
+            try:
+                batch = [self.queue.get(timeout=self.heartbeat)]
+            except queue.Empty:
+                continue
             # Gather for up to `interval` seconds: one store write per interval keeps the writer
             # from competing with the loop for the GIL (a log_batch costs milliseconds of Python).
             deadline = time.monotonic() + self.interval
@@ -169,6 +187,15 @@ class MetricWriter:
             if rows:
                 self._write(rows, Metric)
 
+    def _beat(self) -> None:
+        now = time.time()
+        if self.error is None and now >= self._next_beat:
+            self._next_beat = now + self.heartbeat
+            try:
+                self.client.set_tag(self.run_id, self.HEARTBEAT_TAG, f"{now:.0f}")
+            except Exception as exc:
+                self._failed(exc)
+
     def _write(self, rows, Metric) -> None:
         if self.history_file is not None:
             with open(self.history_file, "a") as fh:
@@ -180,5 +207,10 @@ class MetricWriter:
                 chunk = rows[i : i + 1000]
                 self.client.log_batch(self.run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in chunk])
         except Exception as exc:  # the loop goes on; the local record keeps the points
-            self.error = exc
-            log.warning("MLflow stopped accepting metrics (%s); the loss history is kept in %s", exc, self.history_file)
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = exc
+        where = self.history_file.parent if self.history_file else "the job's output directory"
+        log.warning("The tracking store stopped answering (%s). Training goes on; the full record is kept in %s "
+                    "and `python -m runner sync %s` uploads it later.", str(exc).splitlines()[0][:200], where, where)

@@ -1,0 +1,51 @@
+"""The job's own record in its output directory, kept whatever happens to MLflow.
+
+record.json says which MLflow run the job is, what it logged (params, tags, final metrics,
+artifacts) and whether all of it reached the store (`synced`). metrics.csv beside it holds every
+metric point as it was produced. `python -m runner sync` uploads a record that did not reach
+MLflow, exactly once.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+FILE = "record.json"
+
+
+class LocalRecord:
+    def __init__(self, folder: Path, **data: Any):
+        self.folder = Path(folder)
+        self.data: dict[str, Any] = {"status": "RUNNING", "synced": False, "final_metrics": {}, "artifacts": [], **data}
+        self.save()
+
+    @classmethod
+    def load(cls, folder: Path) -> "LocalRecord":
+        record = cls.__new__(cls)
+        record.folder = Path(folder)
+        record.data = json.loads((record.folder / FILE).read_text())
+        return record
+
+    def update(self, **data: Any) -> None:
+        self.data.update(data)
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.folder / (FILE + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(tmp, self.folder / FILE)  # atomic: a hard kill leaves the old or the new one
+
+    def metric_points(self) -> list[tuple[str, float, int, int]]:
+        """(key, value, timestamp_ms, step) of every point in metrics.csv."""
+        path = self.folder / "metrics.csv"
+        if not path.exists():
+            return []
+        points = []
+        for line in path.read_text().splitlines():
+            parts = line.split(",")
+            if len(parts) == 4:
+                key, step, value, ts = parts
+                points.append((key, float(value), int(ts), int(step)))
+        return points

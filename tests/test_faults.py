@@ -1,0 +1,190 @@
+"""Nothing lost: real signals to real runner processes, a killed process, a tracking server that
+goes away mid-run, many parallel writers, resumed sweeps. Each test then reads what MLflow holds."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import all_runs, run_cli, store
+
+LONG = ["trainer.steps=100000000", "trainer.progress=lines"]
+
+
+def start(cwd: Path, *overrides: str) -> subprocess.Popen:
+    """A runner process that can be signalled: SIGINT restored to its default, as a terminal has it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "runner", *overrides], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_points(cwd: Path, n_runs: int = 1, points: int = 5, timeout: float = 120, client=None) -> list:
+    """Until n_runs runs are RUNNING in the store with at least `points` loss points each."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if client is not None or (cwd / "mlflow.db").exists():
+            try:
+                c = client or store(cwd)
+                exp = c.get_experiment_by_name("runner")
+                runs = [r for r in c.search_runs([exp.experiment_id]) if r.info.status == "RUNNING" and not r.data.tags.get("sweep")] if exp else []
+                if len(runs) >= n_runs and all(len(c.get_metric_history(r.info.run_id, "loss")) >= points for r in runs[:n_runs]):
+                    return runs
+            except Exception:
+                pass  # the store is being created
+        time.sleep(0.5)
+    raise AssertionError("the runs never reached the store")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_a_run_which_is_recorded_killed(workdir, sig, code):
+    proc = start(workdir, *LONG)
+    wait_for_points(workdir)
+    sent = time.time()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert time.time() - sent < 15  # stops promptly (it flushes what it has first)
+    (run,) = all_runs(workdir)
+    assert run.info.status == "KILLED" and "Traceback" not in err
+    history = store(workdir).get_metric_history(run.info.run_id, "loss")
+    steps = [p.step for p in history]
+    assert len(steps) > 5 and steps == sorted(steps)
+    record = json.loads((Path(run.data.tags["output_dir"]) / "record.json").read_text())
+    assert record["status"] == "KILLED" and record["synced"] is True
+
+
+def test_signal_stops_a_sweep_and_closes_its_parent(workdir):
+    proc = start(workdir, "-m", "trainer.seed=0,1,2", *LONG)
+    wait_for_points(workdir)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    runs = all_runs(workdir)
+    statuses = {r.data.tags.get("sweep", "child"): r.info.status for r in runs}
+    assert statuses == {"true": "KILLED", "child": "KILLED"} and len(runs) == 2  # parent + the running job
+    assert "Sweep interrupted" in out
+
+
+def test_hard_kill_keeps_the_logged_history_and_reap_closes_the_run(workdir):
+    proc = start(workdir, *LONG)
+    (running,) = wait_for_points(workdir, points=20)
+    proc.kill()
+    proc.wait(timeout=30)
+    (run,) = all_runs(workdir)
+    assert run.info.status == "RUNNING"  # nobody could close it
+    kept = store(workdir).get_metric_history(run.info.run_id, "loss")
+    assert len(kept) >= 20  # metrics reached the store while it ran
+    out_dir = Path(run.data.tags["output_dir"])
+    assert (out_dir / "config.yaml").exists() and (out_dir / "metrics.csv").read_text().count("\n") >= len(kept)
+    live = run_cli(workdir, "reap", "--stale-after", "3600")
+    assert "0 stale run(s)" in live.stdout  # a recent heartbeat: not touched
+    reaped = run_cli(workdir, "reap", "--stale-after", "0")
+    assert reaped.returncode == 0 and run.info.run_id in reaped.stdout
+    (run,) = all_runs(workdir)
+    assert run.info.status == "KILLED" and "heartbeat" in run.data.tags["error"]
+    assert len(store(workdir).get_metric_history(run.info.run_id, "loss")) == len(kept)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_server(workdir: Path, port: int) -> subprocess.Popen:
+    mlflow_bin = shutil.which("mlflow", path=os.path.dirname(sys.executable))
+    server = subprocess.Popen(
+        [mlflow_bin, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}", "--artifacts-destination", str(workdir / "server-artifacts")],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return server
+        except OSError:
+            assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
+            time.sleep(0.5)
+
+
+def stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)
+
+
+def test_server_goes_away_mid_run_then_sync_uploads_once(workdir):
+    from mlflow.tracking import MlflowClient
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(workdir, port)
+    try:
+        proc = start(workdir, f"tracking.uri={uri}", "trainer.steps=100000", "trainer.log_every=100", "trainer.progress=lines")
+        wait_for_points(workdir, points=3, client=MlflowClient(tracking_uri=uri))
+        stop(server)  # the server dies while the run goes on
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err  # training completed
+        assert "stopped answering" in err and "python -m runner sync" in err
+        records = list((workdir / "outputs").rglob("record.json"))
+        assert len(records) == 1 and json.loads(records[0].read_text())["synced"] is False
+        lines = (records[0].parent / "metrics.csv").read_text().splitlines()
+        assert len(lines) == 1001  # steps 0, 100, ..., 99900 and the final loss: the full history
+
+        server = mlflow_server(workdir, port)  # back, on the same store
+        first = run_cli(workdir, "sync")
+        assert first.returncode == 0 and "1 record(s) synced" in first.stdout, first.stdout + first.stderr
+        second = run_cli(workdir, "sync")
+        assert "Nothing to sync" in second.stdout
+        client = MlflowClient(tracking_uri=uri)
+        (run,) = client.search_runs([client.get_experiment_by_name("runner").experiment_id])
+        assert run.info.status == "FINISHED" and run.data.metrics["steps"] == 100000
+        history = client.get_metric_history(run.info.run_id, "loss")
+        assert sorted(p.step for p in history) == list(range(0, 100000, 100)) + [100000]  # each point once
+        assert {"result.json", "loss_curve.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    finally:
+        stop(server)
+
+
+def test_unreachable_server_fails_fast(workdir):
+    begin = time.time()
+    proc = run_cli(workdir, f"tracking.uri=http://127.0.0.1:{free_port()}")
+    assert proc.returncode == 2 and "cannot be reached" in proc.stderr and time.time() - begin < 30
+    assert not list(workdir.rglob("metrics.csv"))  # nothing was trained
+
+
+def test_stress_32_jobs_on_2_workers_fresh_store(workdir):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = run_cli(workdir, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=range(32)",
+                   "trainer.steps=300", "trainer.log_every=1", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = all_runs(workdir)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 32 and all(r.info.status == "FINISHED" for r in children)
+    client = store(workdir)
+    for r in children:  # every metric point arrived
+        assert [p.step for p in client.get_metric_history(r.info.run_id, "loss")] == list(range(301))
+    assert "database is locked" not in proc.stdout + proc.stderr
+
+
+def test_resumed_sweep_runs_only_what_is_missing(workdir):
+    first = run_cli(workdir, "-m", "trainer.seed=0,1", "trainer.steps=50")
+    assert first.returncode == 0
+    second = run_cli(workdir, "-m", "trainer.seed=0,1,2", "trainer.steps=50", "tracking.skip_finished=true")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("Not run again") == 2
+    runs = all_runs(workdir)
+    trained = [r for r in runs if "loop_seconds" in r.data.metrics and not r.data.tags.get("reused_run_id") and not r.data.tags.get("sweep")]
+    assert len(trained) == 3  # seeds 0 and 1 once, seed 2 in the second sweep
+    parents = [r for r in runs if r.data.tags.get("sweep")]
+    latest = max(parents, key=lambda r: r.info.start_time)
+    assert latest.data.metrics["jobs"] == 3 and latest.info.status == "FINISHED"
+    hashes = {r.data.tags["config_hash"] for r in trained}
+    assert len(hashes) == 3  # the seed is part of the config: three different hashes

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.common import REPO, Row, machine
 
-SECTIONS = ["sweep", "linsys"]
+SECTIONS = ["loop", "startup", "large", "replicas", "sweep", "linsys"]
 
 
 def main() -> None:

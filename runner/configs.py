@@ -28,6 +28,7 @@ class TrainerConfig:
     check_every: int = 10  # host sync for tol / divergence every N steps
     tol: Optional[float] = None  # stop once the loss is at or below this
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise), bar, lines, off
+    replicas: int = 1  # R independent replicas, seeds seed .. seed+R-1, batched where possible
 
 
 @dataclass

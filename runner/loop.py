@@ -7,6 +7,7 @@ logged points are handed to `on_points` (tracking and progress; never blocking).
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -19,10 +20,15 @@ Points = list[tuple[int, float]]
 @dataclass
 class LoopResult:
     steps: int  # optimiser steps taken
-    final_loss: float  # loss at the final parameters
+    final_loss: float  # loss at the final parameters (the median over replicas)
     seconds: float  # wall time of the loop alone
     stop_reason: str  # "steps", "tol" or "diverged"
     error: Optional[str] = None  # why it diverged
+    final_losses: Optional[list[float]] = None  # one per replica, when the loss is a vector
+    bands: Optional[dict[str, Points]] = None  # loss_q10 / loss_q90 histories over replicas
+
+
+QUANTILES = (0.1, 0.5, 0.9)
 
 
 def optimise(
@@ -37,16 +43,23 @@ def optimise(
     device: Optional[torch.device] = None,
     scheduler=None,
 ) -> LoopResult:
-    """Run up to `steps` steps; the loss at step s is the loss before that step's update."""
+    """Run up to `steps` steps; the loss at step s is the loss before that step's update.
+
+    `loss_fn` may return a vector, one loss per replica (trainer.replicas): their sum is
+    differentiated, which gives each replica its own gradient; the history is then the median
+    over replicas with a 10-90 % band, and the run diverges only when every replica has."""
     first_eval: list[Optional[torch.Tensor]] = [None]
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn()
-        loss.backward()
+        (loss.sum() if loss.dim() else loss).backward()
         if first_eval[0] is None:
             first_eval[0] = loss
-        return loss
+        return loss.sum() if loss.dim() else loss
+
+    batched = [False]
+    bands: dict[str, Points] = {"loss_q10": [], "loss_q90": []}
 
     pending: list[torch.Tensor] = []  # this chunk's losses, still on the device
     done = 0
@@ -57,9 +70,23 @@ def optimise(
         nonlocal stop, error, done
         if not pending:
             return False
-        values = torch.stack(pending).tolist()
-        base = done - len(values)
+        stacked = torch.stack(pending)
         pending.clear()
+        if stacked.dim() == 2:  # (steps, replicas): one host sync for all statistics
+            batched[0] = True
+            finite = torch.isfinite(stacked)
+            masked = torch.where(finite, stacked, torch.full_like(stacked, float("nan")))
+            q = torch.nanquantile(masked, torch.tensor(QUANTILES, dtype=stacked.dtype, device=stacked.device), dim=1)
+            q = torch.where(finite.any(1), q, torch.full_like(q, float("nan")))  # all diverged: nan
+            lo, values, hi = q.tolist()
+            base = done - len(values)
+            for i, s_ in enumerate(range(base, base + len(values))):
+                if s_ % log_every == 0 and math.isfinite(values[i]):
+                    bands["loss_q10"].append((s_, lo[i]))
+                    bands["loss_q90"].append((s_, hi[i]))
+        else:
+            values = stacked.tolist()
+            base = done - len(values)
         points: Points = []
         halt = False
         for i, v in enumerate(values):
@@ -79,10 +106,14 @@ def optimise(
     try:
         while done < steps:
             first_eval[0] = None
-            loss = optimizer.step(closure)
+            optimizer.step(closure)
+            loss = first_eval[0]  # the loss before this step's update (a vector for replicas)
+            if loss is None:  # an optimiser that ignored the closure
+                with torch.no_grad():
+                    loss = loss_fn()
             if scheduler is not None:
                 scheduler.step()
-            pending.append((loss if loss is not None else first_eval[0]).detach())
+            pending.append(loss.detach())
             done += 1
             if (done % check_every == 0 or done == steps) and drain():
                 break
@@ -92,7 +123,15 @@ def optimise(
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     with torch.no_grad():
-        final = float(loss_fn())
+        final_t = loss_fn().detach()
+    if final_t.dim():
+        finals = final_t.tolist()
+        ok = [v for v in finals if math.isfinite(v)]
+        final = statistics.median(ok) if ok else math.nan  # torch's median takes the lower middle
+        if ok and len(ok) < len(finals):
+            error = f"{len(finals) - len(ok)} of {len(finals)} replicas diverged"
+    else:
+        finals, final = None, float(final_t)
     if stop != "diverged" and not math.isfinite(final):
         stop, error = "diverged", f"diverged: the loss became {final} after the last step"
-    return LoopResult(done, final, seconds, stop, error)
+    return LoopResult(done, final, seconds, stop, error, finals, bands if batched[0] else None)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import registry
 from runner.errors import UserError
+from runner.job import Job
 from runner.signature import coerce_arguments
 
 log = logging.getLogger("runner")
@@ -88,19 +89,23 @@ def run(cfg: DictConfig) -> float:
     optim_kwargs = coerce_arguments(optim_factory, cfg.optim, "optim")
 
     torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
-    generator = torch.Generator().manual_seed(trainer["seed"])
-    params = _initial_params(problem, problem_name, generator, device, dtype)
-    if "problem" in _parameters(optim_factory):  # e.g. lstsq: a direct solver asks for the problem
-        optim_kwargs_call = {**optim_kwargs, "problem": problem}
-    else:
-        optim_kwargs_call = optim_kwargs
-    optimizer = _construct(optim_factory, "optim", optim_name, list(params.values()), **optim_kwargs_call)
-    scheduler, sched_name, sched_kwargs = None, None, {}
+    optim_extra = {"problem": problem} if "problem" in _parameters(optim_factory) else {}  # lstsq asks for it
+
+    def make_optimizer(leaves):
+        return _construct(optim_factory, "optim", optim_name, leaves, **optim_kwargs, **optim_extra)
+
+    make_scheduler, sched_name, sched_kwargs = None, None, {}
     if cfg.get("sched") is not None:
         sched_name, sched_factory = _plugin("sched", cfg.sched)
         sched_kwargs = coerce_arguments(sched_factory, cfg.sched, "sched")
         extra = {"total_steps": trainer["steps"]} if "total_steps" in _parameters(sched_factory) else {}
-        scheduler = _construct(sched_factory, "sched", sched_name, optimizer, **sched_kwargs, **extra)
+
+        def make_scheduler(optimizer):
+            return _construct(sched_factory, "sched", sched_name, optimizer, **sched_kwargs, **extra)
+
+    seeds = list(range(trainer["seed"], trainer["seed"] + trainer["replicas"]))
+    job = Job(problem, seeds, device, dtype, make_optimizer, make_scheduler, optim_factory,
+              lambda generator: _initial_params(problem, problem_name, generator, device, dtype))
 
     parent = _sweep_parent()
     uri = parent["uri"] if parent else resolve_uri(cfg.tracking.uri)
@@ -108,11 +113,11 @@ def run(cfg: DictConfig) -> float:
     # The record shows the values the plugins received (10 -> 10.0 for a float argument).
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["problem"], resolved["optim"] = _plain(problem_kwargs), _plain(optim_kwargs)
-    if scheduler is not None:
+    if sched_name is not None:
         resolved["sched"] = _plain(sched_kwargs)
     resolved["trainer"].update(device=str(device), dtype=str(dtype).removeprefix("torch."))
     plugins = {"problem": problem_name, "optim": optim_name, **({"sched": sched_name} if sched_name else {})}
-    return _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optimizer, scheduler, uri, device)
+    return _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, device)
 
 
 def _parameters(factory) -> set[str]:
@@ -128,7 +133,7 @@ def _plain(kwargs: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
 
 
-def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optimizer, scheduler, uri, device) -> float:
+def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, device) -> float:
     from mlflow.entities import Metric, Param, RunTag
 
     from runner.console import Progress, summary
@@ -147,6 +152,8 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
         if done is not None:
             return _reuse(client, experiment_id, done, name, plugins, config_hash)
     tags = {**plugins, "mlflow.source.name": "runner", "output_dir": str(out_dir), "config_hash": config_hash, **_sweep_tags()}
+    if job.replicas > 1:
+        tags.update(replicas=str(job.replicas), replica_mode=job.plan.mode, replica_note=job.plan.reason)
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     flat_params = flatten(resolved)
@@ -172,16 +179,13 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
         for i in range(0, len(params_list), 100):
             store.call(client.log_batch, run_id, params=params_list[i : i + 100])
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        loop = optimise(
-            lambda: problem.loss(params),
-            optimizer,
+        loop = job.run(
             steps=trainer["steps"],
             log_every=trainer["log_every"],
             check_every=trainer["check_every"],
             tol=trainer["tol"],
             on_points=on_points,
             device=device,
-            scheduler=scheduler,
         )
         progress.close()
         if loop.stop_reason == "diverged":
@@ -189,13 +193,14 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
         if math.isfinite(loop.final_loss):
             history.append((loop.steps, loop.final_loss))
             writer.put("loss", [(loop.steps, loop.final_loss)])
-        metrics = {k: float(v) for k, v in (problem.metrics(params) if hasattr(problem, "metrics") else {}).items()}
-        solution = problem.solution(params) if hasattr(problem, "solution") else {}
-        result = {"final_loss": loop.final_loss, "steps": loop.steps, "solution": solution, "metrics": metrics}
+        for key, points in (loop.bands or {}).items():
+            writer.put(key, points)
+        result = _result(problem, job, loop)
+        metrics = result["metrics"]
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=True))
         figures = [out_dir / "loss_curve.png"]
-        save_loss_curve(history, figures[0], f"{name}: loss")
-        figures += save_problem_figures(problem, params, out_dir)
+        save_loss_curve(history, figures[0], f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else ""))
+        figures += save_problem_figures(problem, job.final_params[0], out_dir)
     except KeyboardInterrupt as exc:
         progress.close()
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C leaves at once
@@ -216,6 +221,10 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
             final = {"final_loss": loop.final_loss, "steps": float(loop.steps), "loop_seconds": loop.seconds}
         if result is not None:
             final.update(result["metrics"])
+        if loop is not None and loop.final_losses is not None:
+            finite = [v for v in loop.final_losses if math.isfinite(v)]
+            final.update(replicas_diverged=float(len(loop.final_losses) - len(finite)),
+                         final_loss_min=min(finite, default=math.nan), final_loss_max=max(finite, default=math.nan))
         artifacts = [p for p in [out_dir / "result.json", out_dir / "config.yaml", *figures] if p.exists()] if cfg.tracking.artifacts else []
         record.update(status=status, error=error, final_metrics=final, artifacts=[p.name for p in artifacts])
         if writer.error is not None:
@@ -240,6 +249,30 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, params, optim
     if status == "FAILED":
         raise RunFailed(error)
     return loop.final_loss
+
+
+def _result(problem, job, loop) -> dict:
+    """result.json: one replica's solution and metrics, or for R replicas the median of each
+    metric (and its max), each replica's seed, final loss and solution, and the spread."""
+    def metrics_of(p):
+        return {k: float(v) for k, v in (problem.metrics(p) if hasattr(problem, "metrics") else {}).items()}
+
+    def solution_of(p):
+        return problem.solution(p) if hasattr(problem, "solution") else {}
+
+    if job.replicas == 1:
+        p = job.final_params[0]
+        return {"final_loss": loop.final_loss, "steps": loop.steps, "solution": solution_of(p), "metrics": metrics_of(p)}
+    import numpy as np
+
+    per = [{"seed": s, "final_loss": f, "solution": solution_of(p), "metrics": metrics_of(p)}
+           for s, f, p in zip(job.seeds, loop.final_losses, job.final_params)]
+    keys = per[0]["metrics"].keys()
+    metrics = {k: float(np.nanmedian([r["metrics"][k] for r in per])) for k in keys}
+    metrics.update({f"{k}_max": float(np.nanmax([r["metrics"][k] for r in per])) for k in keys})
+    best = min(per, key=lambda r: r["final_loss"] if math.isfinite(r["final_loss"]) else math.inf)
+    return {"final_loss": loop.final_loss, "steps": loop.steps, "solution": best["solution"], "metrics": metrics,
+            "replicas": per, "replica_mode": job.plan.mode}
 
 
 class _Store:
@@ -295,7 +328,7 @@ def _reuse(client, experiment_id: str, done, name: str, plugins: dict, config_ha
 # -- input checks ---------------------------------------------------------------------------------
 def _check_trainer(t: DictConfig) -> dict[str, Any]:
     t = OmegaConf.to_container(t, resolve=True)
-    positive = {"steps": "the number of optimiser steps", "log_every": "steps between logged loss points", "check_every": "steps between checks of tol and divergence"}
+    positive = {"steps": "the number of optimiser steps", "replicas": "the number of replicas", "log_every": "steps between logged loss points", "check_every": "steps between checks of tol and divergence"}
     for key, what in positive.items():
         if t[key] < 1:
             raise UserError(f"trainer.{key}={t[key]} is out of range: it is {what} and must be at least 1.")

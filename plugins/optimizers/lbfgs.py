@@ -28,20 +28,27 @@ class LBFGS(torch.optim.LBFGS):
         super().__init__(params, lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
                          tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn)
         self.polish, self.patience = polish, patience
-        self._best, self._stalls = math.inf, 0
+        self._best, self._stalls, self.converged = math.inf, 0, False
 
     @property
     def polishing(self) -> bool:
         return self.param_groups[0]["line_search_fn"] is None
 
     def step(self, closure):
+        if self.converged:  # nothing left to gain: report the loss, spend no more evaluations
+            with torch.enable_grad():
+                return closure()
         loss = super().step(closure)
-        if self.polish and not self.polishing and loss is not None:
-            value = float(loss.detach())
-            if value < self._best:
-                self._best, self._stalls = value, 0
-            else:
-                self._stalls += 1
-                if self._stalls >= self.patience:
-                    self.param_groups[0]["line_search_fn"] = None  # the loss no longer ranks steps
+        if loss is None:
+            return loss
+        value = float(loss.detach())
+        if value < self._best:
+            self._best, self._stalls = value, 0
+            return loss
+        self._stalls += 1
+        if self.polish and not self.polishing and self._stalls >= self.patience:
+            self.param_groups[0]["line_search_fn"] = None  # the loss no longer ranks steps
+            self._stalls = 0
+        elif (self.polishing or not self.polish) and self._stalls >= 10 * self.patience:
+            self.converged = True  # at the floor of float precision
         return loss

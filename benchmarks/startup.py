@@ -1,0 +1,36 @@
+"""Start-up: the whole default job with one step, on an existing store, against importing the
+three libraries it cannot do without. Also `--help`, which must import neither torch nor mlflow."""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import Row, runner_cli
+
+
+def timed(fn, repeats):
+    values = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        values.append(time.perf_counter() - start)
+    return statistics.median(values)
+
+
+def run(quick: bool = False) -> list[Row]:
+    repeats = 3 if quick else 5
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        runner_cli(tmp, "trainer.steps=1", "trainer.progress=off")
+        imports = timed(lambda: subprocess.run([sys.executable, "-c", "import torch, hydra, mlflow"], check=True), repeats)
+        job = timed(lambda: runner_cli(tmp, "trainer.steps=1", "trainer.progress=off"), repeats)
+        help_ = timed(lambda: runner_cli(tmp, "--help"), repeats)
+    return [
+        Row("startup", "default job, trainer.steps=1, existing store / python -c 'import torch, hydra, mlflow'", "ratio", job / imports,
+            target="<= 1.4", detail=f"job {job:.2f} s, imports {imports:.2f} s"),
+        Row("startup", "python -m runner --help", "seconds", help_, "s", detail="imports neither torch nor mlflow"),
+    ]

@@ -1,0 +1,80 @@
+"""What one run optimises: one set of parameters, or R replicas (trainer.replicas), batched or in
+sequence. The task records whatever `run` returns the same way in every case."""
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Callable, Optional
+
+import torch
+
+from runner import replicas as rep
+from runner.loop import LoopResult, optimise
+
+
+class Job:
+    def __init__(self, problem, seeds: list[int], device, dtype, make_optimizer: Callable,
+                 make_scheduler: Optional[Callable], optim_factory, initial_params: Callable):
+        self.problem, self.seeds, self.device, self.dtype = problem, seeds, device, dtype
+        self.make_optimizer, self.make_scheduler = make_optimizer, make_scheduler
+        self.plan = rep.plan(problem, optim_factory, seeds, device, dtype) if len(seeds) > 1 else rep.ReplicaPlan("single", "")
+        if self.plan.mode == "batched":
+            self.params = {k: v.requires_grad_(True) for k, v in rep.batched_initial_params(problem, seeds, device, dtype).items()}
+        else:
+            self.params = initial_params(torch.Generator().manual_seed(seeds[0]))
+        # Built now, so that bad optimiser or schedule arguments are refused before a run exists.
+        self.optimizer = make_optimizer(list(self.params.values()))
+        self.scheduler = make_scheduler(self.optimizer) if make_scheduler else None
+        self.final_params: list[dict] = []
+
+    @property
+    def replicas(self) -> int:
+        return len(self.seeds)
+
+    def run(self, **loop_kwargs) -> LoopResult:
+        if self.plan.mode == "single":
+            result = optimise(lambda: self.problem.loss(self.params), self.optimizer, scheduler=self.scheduler, **loop_kwargs)
+            self.final_params = [self.params]
+        elif self.plan.mode == "batched":
+            result = optimise(lambda: rep.batched_loss(self.problem, self.params), self.optimizer, scheduler=self.scheduler, **loop_kwargs)
+            self.final_params = [rep.replica(self.params, r) for r in range(self.replicas)]
+        else:
+            result = self._sequential(**loop_kwargs)
+        return result
+
+    def _sequential(self, on_points=lambda done, points: None, **loop_kwargs) -> LoopResult:
+        """Each replica a loop of its own; the history is then the median over replicas."""
+        histories, results = [], []
+        for r, seed in enumerate(self.seeds):
+            params = self.params if r == 0 else {k: v.detach().requires_grad_(True) for k, v in
+                                                 self.problem.initial_params(torch.Generator().manual_seed(seed), self.device, self.dtype).items()}
+            opt = self.optimizer if r == 0 else self.make_optimizer(list(params.values()))
+            sched = self.scheduler if r == 0 else (self.make_scheduler(opt) if self.make_scheduler else None)
+            points: list = []
+            results.append(optimise(lambda: self.problem.loss(params), opt, scheduler=sched,
+                                    on_points=lambda done, pts: points.extend(pts), **loop_kwargs))
+            histories.append(dict(points))
+            self.final_params.append(params)
+        steps = sorted(set().union(*histories))
+        bands: dict = {"loss_q10": [], "loss_q90": []}
+        median_points = []
+        for s in steps:
+            vals = torch.tensor([h[s] for h in histories if s in h and math.isfinite(h[s])], dtype=torch.float64)
+            if len(vals):
+                q = torch.quantile(vals, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
+                median_points.append((s, q[1]))
+                bands["loss_q10"].append((s, q[0]))
+                bands["loss_q90"].append((s, q[2]))
+        on_points(max(r.steps for r in results), median_points)
+        finals = [r.final_loss for r in results]
+        ok = [v for v in finals if math.isfinite(v)]
+        diverged = len(ok) < len(finals)
+        return LoopResult(
+            steps=max(r.steps for r in results),
+            final_loss=statistics.median(ok) if ok else math.nan,
+            seconds=sum(r.seconds for r in results),
+            stop_reason="diverged" if not ok else "steps",
+            error=(f"{len(finals) - len(ok)} of {len(finals)} replicas diverged" if diverged else None),
+            final_losses=finals,
+            bands=bands,
+        )

@@ -1,0 +1,62 @@
+"""`trainer.replicas=R`: R independent runs (seeds seed .. seed+R-1) as one batched program.
+
+Parameters get a leading replica dimension; `torch.func.vmap` over the plugin's own `loss` gives
+R losses, so problems need not know about replicas. Their sum is differentiated: each replica
+gets exactly its own gradient. An optimiser whose update treats every element on its own
+(`elementwise`: sgd, adam, ...) then updates the stacked tensor exactly as R separate optimisers
+would. Others (lbfgs couples all parameters through its line search and memory) run the
+replicas one after another instead, and so does a problem that vmap cannot batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+
+@dataclass
+class ReplicaPlan:
+    mode: str  # "batched" or "sequential"
+    reason: str  # why sequential, for the record
+
+
+def plan(problem, optim_factory, seeds: list[int], device, dtype) -> ReplicaPlan:
+    if not getattr(optim_factory, "elementwise", False):
+        name = getattr(optim_factory, "__name__", "this optimiser")
+        return ReplicaPlan("sequential", f"{name} couples parameters (not elementwise): replicas run one after another")
+    try:
+        params = batched_initial_params(problem, seeds[:2], device, dtype)
+        batched_loss(problem, params)
+    except Exception as exc:  # the problem's loss cannot be batched by vmap
+        return ReplicaPlan("sequential", f"the problem's loss cannot be vmapped ({type(exc).__name__}: {str(exc)[:200]}): replicas run one after another")
+    return ReplicaPlan("batched", "one batched tensor program (torch.func.vmap)")
+
+
+def batched_initial_params(problem, seeds: list[int], device, dtype) -> dict[str, torch.Tensor]:
+    """Each replica's starting point drawn from its own seed, exactly as a separate run would."""
+    per_replica = [problem.initial_params(torch.Generator().manual_seed(s), device, dtype) for s in seeds]
+    return {k: torch.stack([p[k].detach() for p in per_replica]) for k in per_replica[0]}
+
+
+def batched_loss(problem, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A problem may batch itself (`batched_loss`, as the built-in least-squares problems do);
+    any other is batched by torch.func.vmap over its ordinary `loss`."""
+    if hasattr(problem, "batched_loss") and not problem.__class__.__dict__.get("_force_vmap", False):
+        return problem.batched_loss(params)
+    return torch.func.vmap(problem.loss)(params)
+
+
+def replica(params: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
+    """Replica r's parameters, as the problem's own methods (metrics, solution) expect them."""
+    return {k: v[r].detach() for k, v in params.items()}
+
+
+def run_sequentially(problem, make_optimizer: Callable, seeds: list[int], device, dtype, optimise_one: Callable):
+    """Fallback: each replica a full loop of its own; returns the final parameters per replica."""
+    finals = []
+    for s in seeds:
+        params = {k: v.detach().requires_grad_(True) for k, v in problem.initial_params(torch.Generator().manual_seed(s), device, dtype).items()}
+        optimise_one(params, make_optimizer(list(params.values())), s)
+        finals.append(params)
+    return finals

@@ -46,7 +46,7 @@ def runner_loop_seconds(cwd: Path, *overrides: str, repeats: int) -> float:
 
     values = []
     for i in range(repeats):
-        proc = runner_cli(cwd, f"trainer.steps={STEPS}", "trainer.progress=off", f"tracking.run_name=bench-{i}-{'-'.join(overrides)}", *overrides)
+        proc = runner_cli(cwd, f"trainer.steps={STEPS}", "trainer.progress=off", f"tracking.run_name=bench-{i}-{len(overrides)}", *overrides)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
         client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")

@@ -50,10 +50,13 @@ def test_signal_stops_a_run_which_is_recorded_killed(workdir, sig, code):
     sent = time.time()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    assert time.time() - sent < 15  # stops promptly (it flushes what it has first)
+    took = time.time() - sent
+    assert proc.returncode == code, (proc.returncode, out[-2000:], err[-2000:])
+    # It stops promptly: about a second here, alone; the bound is loose because the suite runs
+    # stress tests beside it on two cores.
+    assert took < 30, (took, out[-1000:], err[-1000:])
     (run,) = all_runs(workdir)
-    assert run.info.status == "KILLED" and "Traceback" not in err
+    assert run.info.status == "KILLED" and "Traceback" not in err, (run.info.status, err[-2000:])
     history = store(workdir).get_metric_history(run.info.run_id, "loss")
     steps = [p.step for p in history]
     assert len(steps) > 5 and steps == sorted(steps)

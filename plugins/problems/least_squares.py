@@ -53,17 +53,27 @@ class LinearLeastSquares:
         return {"c": start.to(device=device, dtype=dtype)}
 
     def loss(self, params):
+        if "G" in self._tensors:
+            c = params["c"].to(torch.float64)
+            sse = c @ (self._tensors["G"] @ c) - 2 * (self._tensors["h"] @ c) + self._tensors["tt"]
+            return self._scaled(sse).to(params["c"].dtype)
         residual = self._tensors["Phi"] @ params["c"] - self._tensors["t"]
-        sse = residual.square().sum() * self.y_scale**2
-        return sse / self.n if self.loss_kind == "mse" else sse
+        return self._scaled(residual.square().sum())
 
     def batched_loss(self, params):
         """R replicas at once (trainer.replicas): c is (R, k); one matrix product for all, where
         torch.func.vmap would pay its per-call overhead on every step of a small problem."""
+        if "G" in self._tensors:
+            c = params["c"].to(torch.float64)
+            sse = ((c @ self._tensors["G"]) * c).sum(1) - 2 * (c @ self._tensors["h"]) + self._tensors["tt"]
+            return self._scaled(sse).to(params["c"].dtype)
         if "PhiT" not in self._tensors:  # contiguous: the backward through a transposed view is 20x slower
             self._tensors["PhiT"] = self._tensors["Phi"].T.contiguous() if not self.sparse else self._tensors["Phi"].to_dense().T.contiguous()
         residual = params["c"] @ self._tensors["PhiT"] - self._tensors["t"]  # (R, n)
-        sse = residual.square().sum(1) * self.y_scale**2
+        return self._scaled(residual.square().sum(1))
+
+    def _scaled(self, sse):
+        sse = sse * self.y_scale**2
         return sse / self.n if self.loss_kind == "mse" else sse
 
     def metrics(self, params) -> dict[str, float]:
@@ -160,6 +170,25 @@ class LinearLeastSquares:
         else:
             Phi = torch.as_tensor(self.Phi, dtype=dtype, device=device)
         self._tensors = {"key": key, "Phi": Phi, "t": torch.as_tensor(self.t, dtype=dtype, device=device)}
+        if dtype == torch.float32 and not self.sparse:
+            self._tensors.update(self._gram(device))
+
+    def _gram(self, device) -> dict:
+        """float32 runs evaluate ||Phi c - t||^2 as c'Gc - 2h'c + t't from G = Phi'Phi, h = Phi't and
+        t't accumulated once in float64: a step then costs O(k^2) whatever N is (1e7 samples: a
+        k x k product instead of two passes over an N x k matrix), and the loss is more precise
+        than float32 residuals would give. float64 runs keep the residual form: its cancellation
+        near the optimum would cost the certified digits (NIST) the residual form keeps."""
+        k = self.Phi.shape[1]
+        G, h, tt = np.zeros((k, k)), np.zeros(k), 0.0
+        for i in range(0, self.Phi.shape[0], 262_144):  # in blocks: never a float64 copy of a large Phi
+            block = np.asarray(self.Phi[i : i + 262_144], np.float64)
+            tb = self.t[i : i + 262_144]
+            G += block.T @ block
+            h += block.T @ tb
+            tt += float(tb @ tb)
+        as64 = lambda a: torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
+        return {"G": as64(G), "h": as64(h), "tt": as64(tt)}
 
 
 # -- polynomial bases ---------------------------------------------------------------------------

@@ -62,8 +62,8 @@ def run(quick: bool = False) -> list[Row]:
         runner_cli(tmp, "trainer.steps=1", "trainer.progress=off")  # the store exists
         bare = statistics.median(bare_loop_seconds() for _ in range(repeats))
         default = runner_loop_seconds(tmp, repeats=repeats)
-        every = runner_loop_seconds(tmp, "trainer.log_every=1", repeats=repeats)
-        none = runner_loop_seconds(tmp, f"trainer.log_every={STEPS * 10}", repeats=repeats)
+        every = runner_loop_seconds(tmp, "trainer.log_every=1", repeats=2)
+        none = runner_loop_seconds(tmp, f"trainer.log_every={STEPS * 10}", repeats=2)
         bare_after = statistics.median(bare_loop_seconds() for _ in range(repeats))  # the machine drifts
         bare = min(bare, bare_after)
     per_point = (every - none) / STEPS

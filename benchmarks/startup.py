@@ -22,7 +22,7 @@ def timed(fn, repeats):
 
 
 def run(quick: bool = False) -> list[Row]:
-    repeats = 3 if quick else 5
+    repeats = 3
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         runner_cli(tmp, "trainer.steps=1", "trainer.progress=off")

@@ -6,6 +6,7 @@ logged points are handed to `on_points` (tracking and progress; never blocking).
 """
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 import time
@@ -102,6 +103,10 @@ def optimise(
         on_points(done, points)
         return halt
 
+    # The runner's process holds a large heap (MLflow, SQLAlchemy, Hydra) that the cyclic GC would
+    # rescan while autograd churns out small objects: freeze it for the loop (no collect first:
+    # a full collection of that heap costs a short run more than it saves).
+    gc.freeze()
     start = time.perf_counter()
     try:
         while done < steps:
@@ -118,6 +123,7 @@ def optimise(
             if (done % check_every == 0 or done == steps) and drain():
                 break
     finally:
+        gc.unfreeze()
         drain()  # on an interrupt too: keep what was computed
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -2,23 +2,16 @@
 three libraries it cannot do without. Also `--help`, which must import neither torch nor mlflow."""
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import Row, runner_cli
+from benchmarks.common import Row, median_time, runner_cli
 
 
 def timed(fn, repeats):
-    values = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        values.append(time.perf_counter() - start)
-    return statistics.median(values)
+    return median_time(fn, repeats=repeats, warmup=0)  # whole processes: the OS cache is warm already
 
 
 def run(quick: bool = False) -> list[Row]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-HEARTBEAT_TAG = "runner.heartbeat"
+from runner.tracking import MetricWriter
+
+HEARTBEAT_TAG = MetricWriter.HEARTBEAT_TAG  # beaten by every live run and sweep parent
 
 
 def main(argv: list[str]) -> int:

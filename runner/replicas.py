@@ -10,8 +10,6 @@ replicas one after another instead, and so does a problem that vmap cannot batch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
-
 import torch
 
 
@@ -50,13 +48,3 @@ def batched_loss(problem, params: dict[str, torch.Tensor]) -> torch.Tensor:
 def replica(params: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
     """Replica r's parameters, as the problem's own methods (metrics, solution) expect them."""
     return {k: v[r].detach() for k, v in params.items()}
-
-
-def run_sequentially(problem, make_optimizer: Callable, seeds: list[int], device, dtype, optimise_one: Callable):
-    """Fallback: each replica a full loop of its own; returns the final parameters per replica."""
-    finals = []
-    for s in seeds:
-        params = {k: v.detach().requires_grad_(True) for k, v in problem.initial_params(torch.Generator().manual_seed(s), device, dtype).items()}
-        optimise_one(params, make_optimizer(list(params.values())), s)
-        finals.append(params)
-    return finals

@@ -138,7 +138,6 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
 
     from runner.console import Progress, summary
     from runner.figures import save_loss_curve, save_problem_figures
-    from runner.loop import optimise
     from runner.record import LocalRecord
     from runner.tracking import MetricWriter, flatten, open_experiment
 

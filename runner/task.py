@@ -283,8 +283,10 @@ class _Store:
     def call(self, fn, *args, **kwargs) -> bool:
         if self.failed is not None:
             return False
+        from runner.tracking import call_with_retry
+
         try:
-            fn(*args, **kwargs)
+            call_with_retry(fn, *args, **kwargs)
             return True
         except Exception as exc:  # the local record keeps everything; sync uploads it later
             self.failed = exc

@@ -26,6 +26,19 @@ for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking._tracking_ser
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
+def call_with_retry(fn, *args, attempts: int = 6, **kwargs):
+    """SQLite answers "database is locked" while another process holds a transaction (a reader,
+    a parallel writer): that is a wait, not a dead store. Retry it with backoff (about 6 s in
+    all); any other error is raised at once."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * 2**attempt)
+
+
 def fail_fast_over_http() -> None:
     """MLflow retries a dead server for minutes by default; a run must notice within seconds.
     Users' own settings win."""
@@ -192,7 +205,7 @@ class MetricWriter:
         if self.error is None and now >= self._next_beat:
             self._next_beat = now + self.heartbeat
             try:
-                self.client.set_tag(self.run_id, self.HEARTBEAT_TAG, f"{now:.0f}")
+                call_with_retry(self.client.set_tag, self.run_id, self.HEARTBEAT_TAG, f"{now:.0f}")
             except Exception as exc:
                 self._failed(exc)
 
@@ -205,7 +218,7 @@ class MetricWriter:
         try:
             for i in range(0, len(rows), 1000):  # MLflow's limit per request
                 chunk = rows[i : i + 1000]
-                self.client.log_batch(self.run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in chunk])
+                call_with_retry(self.client.log_batch, self.run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in chunk])
         except Exception as exc:  # the loop goes on; the local record keeps the points
             self._failed(exc)
 

@@ -42,17 +42,23 @@ class Job:
             result = self._sequential(**loop_kwargs)
         return result
 
-    def _sequential(self, on_points=lambda done, points: None, **loop_kwargs) -> LoopResult:
-        """Each replica a loop of its own; the history is then the median over replicas."""
-        histories, results = [], []
+    def _sequential(self, on_points=lambda done, points, times: None, **loop_kwargs) -> LoopResult:
+        """Each replica a loop of its own; the history is then the median over replicas, timed
+        as the first replica's steps were (the time one replica takes)."""
+        histories, results, first_times = [], [], {}
         for r, seed in enumerate(self.seeds):
             params = self.params if r == 0 else {k: v.detach().requires_grad_(True) for k, v in
                                                  self.problem.initial_params(torch.Generator().manual_seed(seed), self.device, self.dtype).items()}
             opt = self.optimizer if r == 0 else self.make_optimizer(list(params.values()))
             sched = self.scheduler if r == 0 else (self.make_scheduler(opt) if self.make_scheduler else None)
             points: list = []
-            results.append(optimise(lambda: self.problem.loss(params), opt, scheduler=sched,
-                                    on_points=lambda done, pts: points.extend(pts), **loop_kwargs))
+
+            def collect(done, pts, times, first=(r == 0)):
+                points.extend(pts)
+                if first:
+                    first_times.update((s, t) for (s, _), t in zip(pts, times))
+
+            results.append(optimise(lambda: self.problem.loss(params), opt, scheduler=sched, on_points=collect, **loop_kwargs))
             histories.append(dict(points))
             self.final_params.append(params)
         steps = sorted(set().union(*histories))
@@ -65,7 +71,8 @@ class Job:
                 median_points.append((s, q[1]))
                 bands["loss_q10"].append((s, q[0]))
                 bands["loss_q90"].append((s, q[2]))
-        on_points(max(r.steps for r in results), median_points)
+        last = max(first_times.values(), default=results[0].started_at)
+        on_points(max(r.steps for r in results), median_points, [first_times.get(s, last) for s, _ in median_points])
         finals = [r.final_loss for r in results]
         ok = [v for v in finals if math.isfinite(v)]
         diverged = len(ok) < len(finals)
@@ -74,6 +81,7 @@ class Job:
             final_loss=statistics.median(ok) if ok else math.nan,
             seconds=sum(r.seconds for r in results),
             stop_reason="diverged" if not ok else "steps",
+            started_at=results[0].started_at,
             error=(f"{len(finals) - len(ok)} of {len(finals)} replicas diverged" if diverged else None),
             final_losses=finals,
             bands=bands,

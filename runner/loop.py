@@ -2,7 +2,8 @@
 
 The hot path does no host-device synchronisation: step losses are kept as device tensors and read
 back every `check_every` steps, where divergence and the stopping tolerance are checked and the
-logged points are handed to `on_points` (tracking and progress; never blocking).
+logged points are handed to `on_points` (tracking and progress; never blocking) with the wall-clock
+time at which each step ended, interpolated within the chunk (reports plot loss against seconds).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class LoopResult:
     final_loss: float  # loss at the final parameters (the median over replicas)
     seconds: float  # wall time of the loop alone
     stop_reason: str  # "steps", "tol" or "diverged"
+    started_at: float = 0.0  # epoch seconds when the loop began (the origin of the points' times)
     error: Optional[str] = None  # why it diverged
     final_losses: Optional[list[float]] = None  # one per replica, when the loss is a vector
     bands: Optional[dict[str, Points]] = None  # loss_q10 / loss_q90 histories over replicas
@@ -40,7 +42,7 @@ def optimise(
     log_every: int = 10,
     check_every: int = 10,
     tol: Optional[float] = None,
-    on_points: Callable[[int, Points], None] = lambda step, points: None,
+    on_points: Callable[[int, Points, list[float]], None] = lambda step, points, times: None,
     device: Optional[torch.device] = None,
     scheduler=None,
 ) -> LoopResult:
@@ -63,6 +65,7 @@ def optimise(
     bands: dict[str, Points] = {"loss_q10": [], "loss_q90": []}
 
     pending: list[torch.Tensor] = []  # this chunk's losses, still on the device
+    chunk_started = [0.0]  # epoch seconds at the start of the pending chunk
     done = 0
     stop, error = "steps", None
 
@@ -73,6 +76,8 @@ def optimise(
             return False
         stacked = torch.stack(pending)
         pending.clear()
+        now, began = time.time(), chunk_started[0]
+        chunk_started[0] = now
         if stacked.dim() == 2:  # (steps, replicas): one host sync for all statistics
             batched[0] = True
             finite = torch.isfinite(stacked)
@@ -89,7 +94,9 @@ def optimise(
             values = stacked.tolist()
             base = done - len(values)
         points: Points = []
+        times: list[float] = []
         halt = False
+        per_step = (now - began) / max(len(values), 1)
         for i, v in enumerate(values):
             s = base + i
             if not math.isfinite(v):
@@ -98,15 +105,17 @@ def optimise(
                 break
             if s % log_every == 0:
                 points.append((s, v))
+                times.append(began + (i + 1) * per_step)  # when the step that evaluated it ended
             if tol is not None and v <= tol:
                 stop, halt = "tol", True
-        on_points(done, points)
+        on_points(done, points, times)
         return halt
 
     # The runner's process holds a large heap (MLflow, SQLAlchemy, Hydra) that the cyclic GC would
     # rescan while autograd churns out small objects: freeze it for the loop (no collect first:
     # a full collection of that heap costs a short run more than it saves).
     gc.freeze()
+    started_at = chunk_started[0] = time.time()
     start = time.perf_counter()
     try:
         while done < steps:
@@ -140,4 +149,4 @@ def optimise(
         finals, final = None, float(final_t)
     if stop != "diverged" and not math.isfinite(final):
         stop, error = "diverged", f"diverged: the loss became {final} after the last step"
-    return LoopResult(done, final, seconds, stop, error, finals, bands if batched[0] else None)
+    return LoopResult(done, final, seconds, stop, started_at, error, finals, bands if batched[0] else None)

@@ -111,6 +111,7 @@ def finish(interrupted: bool = False) -> Optional[dict]:
             if (out / name).exists():
                 client.log_artifact(run_id, str(out / name))
         _record_best(client, run_id, rows)
+        _attach_report(client, info, out / "report")
         print(console_summary(info, rows, interrupted))
         status = "KILLED" if interrupted else ("FAILED" if failed or not rows else "FINISHED")
         if failed:
@@ -122,6 +123,22 @@ def finish(interrupted: bool = False) -> Optional[dict]:
     finally:
         client.set_terminated(run_id, last_outcome["status"] if last_outcome else "FAILED")
     return last_outcome
+
+
+def _attach_report(client, info: dict, folder: Path) -> None:
+    """The comparison report (runner/report.py) of the sweep's children, as the parent's
+    `report/` artifacts: the MLflow UI shows report.html without another command. A report that
+    cannot be made is a warning on the parent, never a failed sweep."""
+    from runner.report import write_report
+
+    try:
+        write_report(client, folder, experiment_id=info["experiment_id"], parent_run_id=info["run_id"],
+                     source=f"sweep {info['name']} ({info['run_id']}) in {info['uri']}")
+        client.log_artifacts(info["run_id"], str(folder), "report")
+    except Exception as exc:
+        client.set_tag(info["run_id"], "report_error", f"{type(exc).__name__}: {exc}"[:5000])
+        print(f"Warning: the sweep's report could not be made ({type(exc).__name__}: {exc}); "
+              f"make it later with: python -m runner report --parent {info['run_id']}", file=sys.stderr)
 
 
 def leaderboard(client, info: dict) -> list[dict]:
@@ -252,5 +269,5 @@ def console_summary(info: dict, rows: list[dict], interrupted: bool) -> str:
         out.write("Failed jobs:\n")
         for r in failed:
             out.write(f"  #{r['job']} {r['overrides']}: {r['error'] or r['status']}\n")
-    out.write(f"Leaderboard and curves: {info['sweep_dir']} and the parent run's artifacts.")
+    out.write(f"Leaderboard, curves and report ({Path(info['sweep_dir']) / 'report' / 'report.html'}): {info['sweep_dir']} and the parent run's artifacts.")
     return out.getvalue()

@@ -167,9 +167,9 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
         mode = "off"  # jobs of a sweep may run side by side: one line each at the end instead
     progress = Progress(trainer["steps"], mode, label=f"{problem_name}+{optim_name}")
 
-    def on_points(done: int, points):
+    def on_points(done: int, points, times):
         history.extend(points)
-        writer.put("loss", points)
+        writer.put("loss", points, times)
         progress.update(done, points[-1][1] if points else None)
 
     previous_sigterm = _raise_on_sigterm()
@@ -191,7 +191,7 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
             status, error = "FAILED", loop.error
         if math.isfinite(loop.final_loss):
             history.append((loop.steps, loop.final_loss))
-            writer.put("loss", [(loop.steps, loop.final_loss)])
+            writer.put("loss", [(loop.steps, loop.final_loss)], [loop.started_at + loop.seconds])
         for key, points in (loop.bands or {}).items():
             writer.put(key, points)
         result = _result(problem, job, loop)
@@ -220,6 +220,8 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
             final = {"final_loss": loop.final_loss, "steps": float(loop.steps), "loop_seconds": loop.seconds}
         if result is not None:
             final.update(result["metrics"])
+        if loop is not None:
+            final.update(_targets(problem))
         if loop is not None and loop.final_losses is not None:
             finite = [v for v in loop.final_losses if math.isfinite(v)]
             final.update(replicas_diverged=float(len(loop.final_losses) - len(finite)),
@@ -230,6 +232,8 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
             store.failed = writer.error  # the store is gone: do not wait on it again
         timestamp = _now_ms()
         end_tags = [RunTag("error", error[:5000])] if error else []
+        if loop is not None:  # the origin of the loss points' timestamps: reports plot loss against seconds
+            end_tags.append(RunTag("loop_started_at", f"{loop.started_at:.6f}"))
         store.call(client.log_batch, run_id, metrics=[Metric(k, v, timestamp, 0) for k, v in final.items()], tags=end_tags)
         for path in artifacts:
             store.call(client.log_artifact, run_id, str(path))
@@ -250,6 +254,21 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
     return loop.final_loss
 
 
+def _targets(problem) -> dict[str, float]:
+    """`loss_optimum` (the known minimum) and `loss_target` (solved at or below it), where the problem
+    knows them: reports count a run as solved when its loss reaches the target."""
+    out = {}
+    for key, method in (("loss_optimum", "optimum_loss"), ("loss_target", "target_loss")):
+        try:
+            value = getattr(problem, method)() if hasattr(problem, method) else None
+        except Exception as exc:  # an optional extra must not fail a finished run
+            log.warning("%s() of the problem failed: %s", method, exc)
+            value = None
+        if value is not None and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
 def _result(problem, job, loop) -> dict:
     """result.json: one replica's solution and metrics, or for R replicas the median of each
     metric (and its max), each replica's seed, final loss and solution, and the spread."""
@@ -259,9 +278,11 @@ def _result(problem, job, loop) -> dict:
     def solution_of(p):
         return problem.solution(p) if hasattr(problem, "solution") else {}
 
+    truth = {"truth": problem.truth()} if hasattr(problem, "truth") and problem.truth() else {}
+
     if job.replicas == 1:
         p = job.final_params[0]
-        return {"final_loss": loop.final_loss, "steps": loop.steps, "solution": solution_of(p), "metrics": metrics_of(p)}
+        return {"final_loss": loop.final_loss, "steps": loop.steps, "solution": solution_of(p), "metrics": metrics_of(p), **truth}
     import numpy as np
 
     per = [{"seed": s, "final_loss": f, "solution": solution_of(p), "metrics": metrics_of(p)}
@@ -271,7 +292,7 @@ def _result(problem, job, loop) -> dict:
     metrics.update({f"{k}_max": float(np.nanmax([r["metrics"][k] for r in per])) for k in keys})
     best = min(per, key=lambda r: r["final_loss"] if math.isfinite(r["final_loss"]) else math.inf)
     return {"final_loss": loop.final_loss, "steps": loop.steps, "solution": best["solution"], "metrics": metrics,
-            "replicas": per, "replica_mode": job.plan.mode}
+            "replicas": per, "replica_mode": job.plan.mode, **truth}
 
 
 class _Store:

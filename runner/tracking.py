@@ -166,11 +166,13 @@ class MetricWriter:
         self.thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
         self.thread.start()
 
-    def put(self, key: str, points: Iterable[tuple[int, float]]) -> None:
-        ts = int(time.time() * 1000)
+    def put(self, key: str, points: Iterable[tuple[int, float]], times: Optional[Iterable[float]] = None) -> None:
+        """`times`: epoch seconds of each point (when its step ended); default now."""
         points = list(points)
-        if points:
-            self.queue.put([(key, float(v), ts, int(s)) for s, v in points])
+        if not points:
+            return
+        stamps = [round(t * 1000) for t in times] if times is not None else [int(time.time() * 1000)] * len(points)
+        self.queue.put([(key, float(v), ts, int(s)) for (s, v), ts in zip(points, stamps)])
 
     def close(self, timeout: float = 60.0) -> None:
         """Send what is queued and stop; the sentinel ends the gathering wait at once."""

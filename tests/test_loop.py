@@ -16,7 +16,7 @@ def quadratic(lr=0.1, target=3.0):
 def test_runs_every_step_and_logs_every_nth_point():
     x, opt, loss = quadratic()
     seen = []
-    res = optimise(loss, opt, steps=95, log_every=10, check_every=7, on_points=lambda done, pts: seen.extend(pts))
+    res = optimise(loss, opt, steps=95, log_every=10, check_every=7, on_points=lambda done, pts, times: seen.extend(pts))
     assert res.steps == 95 and res.stop_reason == "steps"
     assert [s for s, _ in seen] == list(range(0, 95, 10))
     assert seen[0][1] == pytest.approx(18.0)  # the loss before the first update
@@ -42,7 +42,7 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_history():
         return (x * (math.nan if bad else 1.0)).sum()
 
     seen = []
-    res = optimise(loss, opt, steps=100, log_every=1, check_every=10, on_points=lambda d, p: seen.extend(p))
+    res = optimise(loss, opt, steps=100, log_every=1, check_every=10, on_points=lambda d, p, t: seen.extend(p))
     assert res.stop_reason == "diverged" and res.steps == 23
     assert "nan" in res.error and "step 23" in res.error
     assert [s for s, _ in seen] == list(range(23))
@@ -65,5 +65,5 @@ def test_lbfgs_closure_and_interrupt_flushes_points():
         return (y - 1).square().sum()
 
     with pytest.raises(KeyboardInterrupt):
-        optimise(loss, opt, steps=100, log_every=1, check_every=50, on_points=lambda d, p: seen.extend(p))
+        optimise(loss, opt, steps=100, log_every=1, check_every=50, on_points=lambda d, p, t: seen.extend(p))
     assert [s for s, _ in seen] == list(range(7))

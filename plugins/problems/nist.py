@@ -63,6 +63,10 @@ class Nist(LinearLeastSquares):
         out["ref_min_lre"] = min(lre(b, self.data.certified[n]) for n, b in zip(self.names, ref))
         return {**out, **super().metrics(params)}
 
+    def truth(self):
+        """NIST's certified values, named as in `solution` (B0, B1, ...)."""
+        return {name: self.data.certified[name] for name in self.names}
+
     def solution(self, params):
         B = self.reported(params)
         return {

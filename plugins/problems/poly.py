@@ -57,24 +57,28 @@ class Poly(LinearLeastSquares):
                 f"A degree-{self.degree} fit needs at least {self.degree + 1} samples; the data have {len(x)}."
             )
         self.x, self.y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        self.truth = None if truth is None else np.asarray(truth, np.float64)
+        self.true_coefficients = None if truth is None else np.asarray(truth, np.float64)
         Phi, t, y_scale, M, o, X, M_exact, o_exact = polynomial_setup(self.x, self.y, self.degree, basis, scale)
         self.setup(Phi, t, y_scale, M, o, X, self.y, M_exact, o_exact, loss=loss)
 
     def metrics(self, params):
         coef = self.coefficients(params)
         out = {"rmse": float(np.sqrt(np.mean((np.polyval(coef, self.x) - self.y) ** 2))), **super().metrics(params)}
-        if self.truth is not None:
-            n = max(len(coef), len(self.truth))
+        if self.true_coefficients is not None:
+            n = max(len(coef), len(self.true_coefficients))
             pad = lambda c: np.concatenate([np.zeros(n - len(c)), c])  # noqa: E731
-            out["coef_error"] = float(np.max(np.abs(pad(coef) - pad(self.truth))))
+            out["coef_error"] = float(np.max(np.abs(pad(coef) - pad(self.true_coefficients))))
         return out
+
+    def truth(self):
+        """The coefficients the data were drawn from (reports set them beside the fitted ones)."""
+        return {"coefficients": [float(c) for c in self.true_coefficients]} if self.true_coefficients is not None else {}
 
     def solution(self, params):
         out = {"coefficients": [float(c) for c in self.coefficients(params)],
                "reference": [float(c) for c in self.reference().B[::-1]]}
-        if self.truth is not None:
-            out["truth"] = [float(c) for c in self.truth]
+        if self.true_coefficients is not None:
+            out["truth"] = [float(c) for c in self.true_coefficients]
         return out
 
     def figures(self, params):
@@ -87,8 +91,8 @@ class Poly(LinearLeastSquares):
         xs = np.linspace(self.x.min(), self.x.max(), 400)
         ax.plot(self.x, self.y, "o", ms=4, label=f"data ({len(self.x)} samples)")
         ax.plot(xs, np.polyval(coef, xs), "-", label="fit")
-        if self.truth is not None:
-            ax.plot(xs, np.polyval(self.truth, xs), "--", lw=1, label="truth")
+        if self.true_coefficients is not None:
+            ax.plot(xs, np.polyval(self.true_coefficients, xs), "--", lw=1, label="truth")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         ax.set_title("Polynomial fit: " + _format_poly(coef), fontsize=10)

@@ -1,0 +1,150 @@
+"""The report's figures: convergence with a band over seeds, and performance / data profiles.
+
+matplotlib's object API (no pyplot), as in runner/figures.py. Each solver keeps one colour in
+every figure of a report.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from runner import profiles
+
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
+_STYLES = ["-", "--", "-.", ":"]
+
+
+def style(solvers: list[str]) -> dict[str, tuple[str, str]]:
+    """(colour, line style) for each solver: ten colours, then the next line style."""
+    return {s: (_PALETTE[i % 10], _STYLES[(i // 10) % 4]) for i, s in enumerate(sorted(solvers))}
+
+
+def _quantiles(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():  # columns where every run has dropped out are NaN, as they should be
+        warnings.simplefilter("ignore", RuntimeWarning)
+        q = np.nanquantile(matrix, [0.1, 0.5, 0.9], axis=0) if matrix.size else np.full((3, matrix.shape[1]), np.nan)
+    return q[0], q[1], q[2]
+
+
+def _carried(xs: np.ndarray, values: np.ndarray, grid: np.ndarray, finished: bool) -> np.ndarray:
+    """The last recorded value at or before each grid point; after the run's end the final value
+    (a finished run stays where it stopped) or NaN (a failed run drops out)."""
+    idx = np.searchsorted(xs, grid, side="right") - 1
+    out = np.where(idx >= 0, values[np.clip(idx, 0, None)], np.nan)
+    if not finished and len(xs):
+        out[grid > xs[-1]] = np.nan
+    return out
+
+
+def _grid(points: np.ndarray, size: int) -> np.ndarray:
+    points = np.unique(points)
+    if len(points) <= size:
+        return points
+    return np.unique(np.concatenate([points[:: max(len(points) // size, 1)], points[-1:]]))
+
+
+def convergence(runs, title: str, path: Path, colours: dict | None = None) -> None:
+    """Two panels, loss against steps and against seconds: per solver the median over its runs and
+    the 10-90 % band (a single replicas run: its own replica band)."""
+    from matplotlib.figure import Figure
+
+    colours = colours or style([r.solver_label for r in runs])
+    optimum = np.nanmedian([r.metrics.get("loss_optimum", np.nan) for r in runs]) if any("loss_optimum" in r.metrics for r in runs) else None
+    targets = [r.target for r in runs if r.target is not None]
+    target = float(np.median(targets)) if targets else None
+    floor = None
+    if optimum is not None and target is not None and target > optimum:
+        floor = (target - optimum) * 1e-9  # an excess of zero still shows, at the bottom
+    shift = optimum if optimum is not None else 0.0
+
+    def transform(v: np.ndarray) -> np.ndarray:
+        v = v - shift
+        return np.maximum(v, floor) if floor is not None else v
+
+    fig = Figure(figsize=(11, 4.2))
+    fig.subplots_adjust(left=0.07, right=0.985, top=0.86, bottom=0.13, wspace=0.18)
+    axes = fig.subplots(1, 2)
+    positive = True
+    starts = []  # the median loss at the first step: a diverging run must not squash the plot
+    for solver in sorted({r.solver_label for r in runs}):
+        group = [r for r in runs if r.solver_label == solver and r.history]
+        if not group:
+            continue
+        colour, line = colours[solver]
+        for ax, col in ((axes[0], 0), (axes[1], 2)):
+            xs_all = np.concatenate([np.array([p[col] for p in r.history], float) for r in group])
+            grid = _grid(xs_all, 400) if col == 0 else np.linspace(0.0, xs_all.max(), 300)
+            matrix = np.array([_carried(np.array([p[col] for p in r.history], float), transform(np.array([p[1] for p in r.history], float)),
+                                        grid, r.finished) for r in group])
+            lo, mid, hi = _quantiles(matrix)
+            if len(group) == 1 and group[0].bands and col == 0:  # one replicas run: its replicas' band
+                b = group[0].bands
+                steps = np.array(sorted(b.get("loss_q10", {})), float)
+                if len(steps):
+                    lo = _carried(steps, transform(np.array([b["loss_q10"][s] for s in steps])), grid, True)
+                    hi = _carried(steps, transform(np.array([b["loss_q90"].get(s, np.nan) for s in steps])), grid, True)
+            n = f" ({len(group)} runs)" if len(group) > 1 else ""
+            ax.plot(grid, mid, line, color=colour, lw=1.6, label=f"{solver}{n}"[:60])
+            ax.fill_between(grid, lo, hi, color=colour, alpha=0.18, lw=0)
+            finite = mid[np.isfinite(mid)]
+            if col == 0 and finite.size:
+                starts.append(finite[0])
+            positive = positive and (finite.size == 0 or finite.min() > 0)
+    for ax, xlabel in ((axes[0], "optimiser step"), (axes[1], "seconds (loop wall time)")):
+        if target is not None:
+            ax.axhline(transform(np.array([target]))[0], color="k", ls="--", lw=0.8, label="target")
+        if positive:
+            ax.set_yscale("log")
+            if starts:
+                ax.set_ylim(top=max(starts) * 1e3)
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("loss − optimum" if optimum is not None else "loss")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{title}: median over seeds, 10–90 % band", fontsize=11)
+    fig.savefig(path, dpi=90)
+
+
+def profiles_figure(solvers: list[str], tables: dict[str, np.ndarray], n_problems: int, n_instances: int, path: Path,
+                    colours: dict | None = None) -> None:
+    """Performance profiles (top) and data profiles (bottom), by steps (left) and seconds (right)."""
+    from matplotlib.figure import Figure
+
+    colours = colours or style(solvers)
+    fig = Figure(figsize=(11, 8))
+    fig.subplots_adjust(left=0.07, right=0.985, top=0.91, bottom=0.07, hspace=0.32, wspace=0.18)
+    axes = fig.subplots(2, 2)
+    for col, measure in enumerate(("steps", "seconds")):
+        t = tables[measure]
+        ratios = profiles.performance_ratios(t)
+        finite = ratios[np.isfinite(ratios)]
+        top = max(float(finite.max()) if finite.size else 1.0, 1.0) * 2
+        taus = np.append(profiles.breakpoints(ratios, 1.0), top)
+        rho = profiles.performance_profile(t, taus)
+        costs = t[np.isfinite(t)]
+        low = float(costs[costs > 0].min()) if (costs > 0).any() else 1.0
+        high = float(costs.max()) * 2 if costs.size else 10.0
+        budgets = np.concatenate([[low / 2], profiles.breakpoints(t, low), [max(high, low * 4)]])
+        d = profiles.data_profile(t, budgets)
+        for j, s in enumerate(solvers):
+            colour, line = colours[s]
+            axes[0, col].step(taus, rho[:, j], line, where="post", color=colour, lw=1.6, label=s[:60])
+            axes[1, col].step(budgets, d[:, j], line, where="post", color=colour, lw=1.6, label=s[:60])
+        unit = "steps" if measure == "steps" else "seconds"
+        axes[0, col].set_xscale("log", base=2)
+        axes[0, col].set_xlabel(f"τ: within this factor of the best ({unit})")
+        axes[0, col].set_title(f"Performance profile, cost = {unit} to target", fontsize=10)
+        axes[1, col].set_xscale("log")
+        axes[1, col].set_xlabel(f"budget ({unit})")
+        axes[1, col].set_title(f"Data profile, cost = {unit} to target", fontsize=10)
+        for ax in axes[:, col]:
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(True, which="major", alpha=0.3)
+    axes[0, 0].set_ylabel("share of instances solved")
+    axes[1, 0].set_ylabel("share of instances solved")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{len(solvers)} solvers on {n_instances} instances ({n_problems} problems × seeds); "
+                 "failures count as never solved", fontsize=11)
+    fig.savefig(path, dpi=90)

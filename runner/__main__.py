@@ -30,7 +30,8 @@ Presets: experiment={experiments}   hparams_search={searches}
 Trainer and tracking keys (defaults in brackets):
   trainer.steps [1000]  trainer.seed [0]  trainer.device [auto|cpu|cuda|cuda:N]
   trainer.dtype [auto|float32|float64]  trainer.tol [null]  trainer.log_every [10]
-  trainer.check_every [10]  trainer.progress [auto|bar|lines|off]
+  trainer.check_every [10]  trainer.progress [auto|bar|lines|off]  trainer.replicas [1]
+  trainer.compile [auto|true|false]
   tracking.uri [sqlite:///mlflow.db in this directory]  tracking.experiment [runner]
 {subcommands}
 See every key with its value:  python -m runner --cfg job [OVERRIDES]

@@ -29,6 +29,7 @@ class TrainerConfig:
     tol: Optional[float] = None  # stop once the loss is at or below this
     progress: str = "auto"  # auto (bar on a terminal, lines otherwise), bar, lines, off
     replicas: int = 1  # R independent replicas, seeds seed .. seed+R-1, batched where possible
+    compile: Any = "auto"  # torch.compile the loss: auto (where the problem says it pays), true, false
 
 
 @dataclass

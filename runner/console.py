@@ -36,9 +36,9 @@ class Progress:
             self.bar.close()
 
 
-def summary(*, title: str, status: str, result: dict, seconds: float, run_id: Optional[str], uri: str, experiment_id: Optional[str], error: Optional[str]) -> str:
+def summary(*, title: str, status: str, result: dict, seconds: float, compile_seconds: float = 0.0, run_id: Optional[str], uri: str, experiment_id: Optional[str], error: Optional[str]) -> str:
     lines = [f"{title}: {status}" + (f" ({error})" if error else "")]
-    lines.append(f"  steps        {result['steps']}   loop {seconds:.3f} s")
+    lines.append(f"  steps        {result['steps']}   loop {seconds:.3f} s" + (f"   compile {compile_seconds:.2f} s (not in loop)" if compile_seconds else ""))
     lines.append(f"  final loss   {result['final_loss']:.6g}")
     for key, value in result.get("metrics", {}).items():
         lines.append(f"  {key:<12} {value:.6g}" if isinstance(value, float) else f"  {key:<12} {value}")

@@ -8,14 +8,17 @@ from typing import Callable, Optional
 
 import torch
 
+from runner import compiling
 from runner import replicas as rep
 from runner.loop import LoopResult, optimise
 
 
 class Job:
     def __init__(self, problem, seeds: list[int], device, dtype, make_optimizer: Callable,
-                 make_scheduler: Optional[Callable], optim_factory, initial_params: Callable):
+                 make_scheduler: Optional[Callable], optim_factory, initial_params: Callable,
+                 compile_mode: str = "false"):
         self.problem, self.seeds, self.device, self.dtype = problem, seeds, device, dtype
+        self.compile = compiling.decide(compile_mode, problem, device, dtype)
         self.make_optimizer, self.make_scheduler = make_optimizer, make_scheduler
         self.plan = rep.plan(problem, optim_factory, seeds, device, dtype) if len(seeds) > 1 else rep.ReplicaPlan("single", "")
         if self.plan.mode == "batched":
@@ -32,19 +35,31 @@ class Job:
         return len(self.seeds)
 
     def run(self, **loop_kwargs) -> LoopResult:
+        """The loop; with trainer.compile, after a timed warm-up that compiles (self.compile)."""
         if self.plan.mode == "single":
-            result = optimise(lambda: self.problem.loss(self.params), self.optimizer, scheduler=self.scheduler, **loop_kwargs)
+            loss = self._loss(self.problem.loss)
+            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, **loop_kwargs)
             self.final_params = [self.params]
         elif self.plan.mode == "batched":
-            result = optimise(lambda: rep.batched_loss(self.problem, self.params), self.optimizer, scheduler=self.scheduler, **loop_kwargs)
+            loss = self._loss(lambda params: rep.batched_loss(self.problem, params))
+            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, **loop_kwargs)
             self.final_params = [rep.replica(self.params, r) for r in range(self.replicas)]
         else:
             result = self._sequential(**loop_kwargs)
         return result
 
+    def _loss(self, eager: Callable) -> Callable:
+        """The loss of params the loop calls: `eager`, or compiled once warmed up on self.params."""
+        if not self.compile.compile:
+            return eager
+        compiled = compiling.compile_loss(eager)
+        compiling.warm_up(self.compile, lambda: compiled(self.params), list(self.params.values()))
+        return compiled if self.compile.compile else eager  # warm_up turns it off when compiling failed
+
     def _sequential(self, on_points=lambda done, points, times: None, **loop_kwargs) -> LoopResult:
         """Each replica a loop of its own; the history is then the median over replicas, timed
         as the first replica's steps were (the time one replica takes)."""
+        loss = self._loss(self.problem.loss)  # compiled once: every replica has the same shapes
         histories, results, first_times = [], [], {}
         for r, seed in enumerate(self.seeds):
             params = self.params if r == 0 else {k: v.detach().requires_grad_(True) for k, v in
@@ -58,7 +73,7 @@ class Job:
                 if first:
                     first_times.update((s, t) for (s, _), t in zip(pts, times))
 
-            results.append(optimise(lambda: self.problem.loss(params), opt, scheduler=sched, on_points=collect, **loop_kwargs))
+            results.append(optimise(lambda: loss(params), opt, scheduler=sched, on_points=collect, **loop_kwargs))
             histories.append(dict(points))
             self.final_params.append(params)
         steps = sorted(set().union(*histories))

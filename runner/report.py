@@ -142,7 +142,10 @@ def label(runs: list[RunData]) -> None:
         keys = _varying(group, lambda k: k.startswith("problem."))
         for r in group:
             r.problem_label = _compose(name, r, keys)
-    trainer_keys = _varying(runs, lambda k: k.startswith("trainer.") and k not in _NOT_SOLVER)
+    # Trainer settings that differ between runs of the same problem (steps, dtype, replicas...);
+    # not those that differ only between problems (dtype=auto gives nist float64, poly float32).
+    trainer_keys = sorted({k for group in by_problem.values()
+                           for k in _varying(group, lambda k: k.startswith("trainer.") and k not in _NOT_SOLVER)})
     for (optim, sched), group in by_solver.items():
         keys = _varying(group, lambda k: k.startswith(("optim.", "sched.")))
         for r in group:
@@ -332,9 +335,9 @@ def write_report(client, out: Path, *, experiment_id: str, parent_run_id: Option
     figures = []
     colours = figs.style(sorted({r.solver_label for r in runs}))
     problems = sorted({r.problem_label for r in runs})
-    for i, problem in enumerate(problems):
+    for problem in problems:
         group = [r for r in runs if r.problem_label == problem]
-        path = out / f"convergence_{i + 1}.png"
+        path = out / f"convergence_{_safe(problem)}.png"
         figs.convergence(group, problem, path, colours)
         figures.append(path)
     if instances:

@@ -105,7 +105,7 @@ def run(cfg: DictConfig) -> float:
 
     seeds = list(range(trainer["seed"], trainer["seed"] + trainer["replicas"]))
     job = Job(problem, seeds, device, dtype, make_optimizer, make_scheduler, optim_factory,
-              lambda generator: _initial_params(problem, problem_name, generator, device, dtype))
+              lambda generator: _initial_params(problem, problem_name, generator, device, dtype), trainer["compile"])
 
     parent = _sweep_parent()
     uri = parent["uri"] if parent else resolve_uri(cfg.tracking.uri)
@@ -217,7 +217,8 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
         writer.close()
         final = {}
         if loop is not None:
-            final = {"final_loss": loop.final_loss, "steps": float(loop.steps), "loop_seconds": loop.seconds}
+            final = {"final_loss": loop.final_loss, "steps": float(loop.steps), "loop_seconds": loop.seconds,
+                     "compile_seconds": job.compile.seconds}
         if result is not None:
             final.update(result["metrics"])
         if loop is not None:
@@ -233,17 +234,17 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
         timestamp = _now_ms()
         end_tags = [RunTag("error", error[:5000])] if error else []
         if loop is not None:  # the origin of the loss points' timestamps: reports plot loss against seconds
-            end_tags.append(RunTag("loop_started_at", f"{loop.started_at:.6f}"))
+            end_tags += [RunTag("loop_started_at", f"{loop.started_at:.6f}"), RunTag("compiled", job.compile.reason)]
         store.call(client.log_batch, run_id, metrics=[Metric(k, v, timestamp, 0) for k, v in final.items()], tags=end_tags)
         for path in artifacts:
             store.call(client.log_artifact, run_id, str(path))
         store.call(client.set_terminated, run_id, status)
         record.update(synced=store.failed is None)
         if loop is not None and result is not None and _is_multirun():
-            job = _hydra().job.num
-            print(f"[job {job}] {name}: {status}{f' ({error})' if error else ''}  final loss {loop.final_loss:.6g}  {loop.steps} steps  {loop.seconds:.3f} s  run {run_id}")
+            job_num = _hydra().job.num
+            print(f"[job {job_num}] {name}: {status}{f' ({error})' if error else ''}  final loss {loop.final_loss:.6g}  {loop.steps} steps  {loop.seconds:.3f} s  run {run_id}")
         elif loop is not None and result is not None:
-            print(summary(title=name, status=status, result=result, seconds=loop.seconds, run_id=run_id, uri=uri, experiment_id=experiment_id, error=error))
+            print(summary(title=name, status=status, result=result, seconds=loop.seconds, compile_seconds=job.compile.seconds, run_id=run_id, uri=uri, experiment_id=experiment_id, error=error))
         elif error:
             print(f"{name}: {status} ({error}); MLflow run {run_id}", file=sys.stderr)
         if store.failed is not None:
@@ -356,6 +357,12 @@ def _check_trainer(t: DictConfig) -> dict[str, Any]:
             raise UserError(f"trainer.{key}={t[key]} is out of range: it is {what} and must be at least 1.")
     if t["tol"] is not None and not (t["tol"] >= 0):
         raise UserError(f"trainer.tol={t['tol']} is out of range: it must be >= 0, or null to run every step.")
+    from runner.compiling import MODES, normalise
+
+    t["compile"] = normalise(t["compile"])
+    if t["compile"] not in MODES:
+        raise UserError(f"trainer.compile={t['compile']!r} is not allowed; allowed: {', '.join(MODES)} "
+                        "(auto: compile the loss where the problem says it pays).")
     if t["progress"] not in PROGRESS_MODES:
         raise UserError(f"trainer.progress={t['progress']!r} is not allowed; allowed: {', '.join(PROGRESS_MODES)}.")
     return t

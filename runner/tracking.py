@@ -5,11 +5,11 @@ worker process (joblib reuses workers).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
 import os
-import queue
 import threading
 import time
 import urllib.error
@@ -159,7 +159,11 @@ class MetricWriter:
     def __init__(self, client, run_id: str, history_file: Optional[Path] = None, interval: float = 1.0,
                  heartbeat: float = 10.0):
         self.client, self.run_id, self.interval, self.heartbeat = client, run_id, interval, heartbeat
-        self.queue: queue.Queue = queue.Queue()
+        # A deque, not a queue.Queue: appending takes no lock and wakes no thread. The writer
+        # sleeps `interval` between batches instead of waking for every put, so it takes the GIL
+        # from the loop about once a second (a put every few hundred microseconds otherwise).
+        self.pending: collections.deque = collections.deque()
+        self._closing = threading.Event()
         self.error: Optional[BaseException] = None
         self.history_file = history_file
         self._next_beat = 0.0
@@ -172,35 +176,26 @@ class MetricWriter:
         if not points:
             return
         stamps = [round(t * 1000) for t in times] if times is not None else [int(time.time() * 1000)] * len(points)
-        self.queue.put([(key, float(v), ts, int(s)) for (s, v), ts in zip(points, stamps)])
+        self.pending.append([(key, float(v), ts, int(s)) for (s, v), ts in zip(points, stamps)])
 
     def close(self, timeout: float = 60.0) -> None:
-        """Send what is queued and stop; the sentinel ends the gathering wait at once."""
-        self.queue.put(None)
+        """Send what is pending and stop: the writer wakes at once."""
+        self._closing.set()
         self.thread.join(timeout)
 
     def _work(self) -> None:
         from mlflow.entities import Metric
 
-        done = False
-        while not done:
+        while True:
             self._beat()
-            try:
-                batch = [self.queue.get(timeout=self.heartbeat)]
-            except queue.Empty:
-                continue
-            # Gather for up to `interval` seconds: one store write per interval keeps the writer
-            # from competing with the loop for the GIL (a log_batch costs milliseconds of Python).
-            deadline = time.monotonic() + self.interval
-            while batch[-1] is not None and (left := deadline - time.monotonic()) > 0:
-                try:
-                    batch.append(self.queue.get(timeout=left))
-                except queue.Empty:
-                    break
-            done = batch[-1] is None
-            rows = [row for item in batch if item for row in item]
+            closing = self._closing.wait(min(self.interval, max(self._next_beat - time.time(), 0.01)))
+            rows = []
+            while self.pending:
+                rows.extend(self.pending.popleft())
             if rows:
                 self._write(rows, Metric)
+            if closing:
+                return
 
     def _beat(self) -> None:
         now = time.time()

@@ -36,7 +36,13 @@ def test_poly_adam_recovers_the_tutorial_coefficients_and_records_everything(wor
     artifacts = {a.path for a in store(workdir).list_artifacts(run.info.run_id)}
     assert {"result.json", "config.yaml", "loss_curve.png", "fit.png"} <= artifacts
     result = result_json(workdir, run)
-    assert set(result) == {"final_loss", "steps", "solution", "metrics"}
+    assert set(result) == {"final_loss", "steps", "solution", "metrics", "truth"}
+    assert result["truth"] == {"coefficients": [1.0, 2.0, 3.0]}
+    # For reports: each point timed when its step ended, after the loop began; the problem's target.
+    started = float(run.data.tags["loop_started_at"])
+    stamps = [p.timestamp / 1000 for p in history]
+    assert stamps == sorted(stamps) and started - 0.002 <= stamps[0] <= started + m["loop_seconds"] + 0.002
+    assert m["loss_optimum"] < 1e-20 and m["loss_optimum"] < m["loss_target"] < history[0].value
     assert result["solution"]["coefficients"] == pytest.approx([1, 2, 3], abs=1e-2)
     assert result["metrics"]["coef_error"] == pytest.approx(m["coef_error"])
     # The console: progress lines while it runs, then a summary naming the run and how to open it.

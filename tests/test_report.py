@@ -48,8 +48,8 @@ def test_sweep_attaches_a_report_that_matches_the_store(workdir):
     parent = next(r for r in all_runs(workdir) if r.data.tags.get("sweep") == "true")
     assert "report_error" not in parent.data.tags
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.html", "report/leaderboard.csv", "report/profiles.png", "report/convergence_1.png",
-            "report/convergence_2.png"} <= names
+    assert {"report/report.html", "report/leaderboard.csv", "report/profiles.png", "report/convergence_poly.png",
+            "report/convergence_puzzle.png"} <= names
 
     local = Path(client.download_artifacts(parent.info.run_id, "report", str(workdir / "dl")))
     rows = _read_csv(local / "leaderboard.csv")

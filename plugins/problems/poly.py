@@ -60,6 +60,63 @@ class Poly(LinearLeastSquares):
         self.true_coefficients = None if truth is None else np.asarray(truth, np.float64)
         Phi, t, y_scale, M, o, X, M_exact, o_exact = polynomial_setup(self.x, self.y, self.degree, basis, scale)
         self.setup(Phi, t, y_scale, M, o, X, self.y, M_exact, o_exact, loss=loss)
+        self.basis = basis
+        lo, hi = (float(self.x.min()), float(self.x.max())) if scale and self.x.max() > self.x.min() else (-1.0, 1.0)
+        self.x_map = ((lo + hi) / 2, (hi - lo) / 2)  # the internal variable: (x - mid) / half, in [-1, 1]
+
+    # -- large data: one fused pass over x and t instead of the N x (degree+1) design matrix ---------
+    FUSED_MIN_ROWS = 1_000_000
+
+    def fused(self, dtype) -> bool:
+        """float64 runs on large data: float32 runs use the sufficient statistics instead, which
+        read no data at all per step (least_squares.py)."""
+        import torch
+
+        return self.n >= self.FUSED_MIN_ROWS and dtype != torch.float32
+
+    def compile_pays(self, device, dtype) -> bool:
+        """trainer.compile=auto: compiled, the fused pass reads x and t once per step."""
+        return self.fused(dtype)
+
+    def _to(self, device, dtype) -> None:
+        import torch
+
+        super()._to(device, dtype)
+        if self.fused(dtype) and "x_int" not in self._tensors:
+            mid, half = self.x_map
+            self._tensors["x_int"] = torch.as_tensor((self.x - mid) / half, dtype=dtype, device=device)
+
+    def loss(self, params):
+        import torch
+
+        # Only inside torch.compile (trainer.compile): eagerly the recurrence's temporaries make it
+        # slower than the design-matrix product; compiled it is one pass, 35x faster (BENCHMARKS.md).
+        if "x_int" in self._tensors and torch.compiler.is_compiling():
+            return self.fused_loss(params)
+        return super().loss(params)
+
+    def fused_loss(self, params):
+        """The same loss from x and t alone, never forming the design matrix."""
+        r = self.series(params["c"], self._tensors["x_int"]) - self._tensors["t"]
+        return self._scaled((r * r).sum())
+
+    def series(self, c, u):
+        """sum_k c_k P_k(u) by the basis's recurrence: elementwise code that torch.compile fuses
+        into one pass (eagerly, each term is a temporary of N values)."""
+        if self.basis == "monomial":  # Horner
+            out = c[-1] * torch_ones_like(u)
+            for k in range(len(c) - 2, -1, -1):
+                out = out * u + c[k]
+            return out
+        prev, cur = torch_ones_like(u), u
+        out = c[0] * prev + (c[1] * cur if len(c) > 1 else 0)
+        for k in range(2, len(c)):
+            if self.basis == "chebyshev":
+                prev, cur = cur, 2 * u * cur - prev
+            else:  # legendre
+                prev, cur = cur, ((2 * k - 1) * u * cur - (k - 1) * prev) / k
+            out = out + c[k] * cur
+        return out
 
     def metrics(self, params):
         coef = self.coefficients(params)
@@ -102,6 +159,12 @@ class Poly(LinearLeastSquares):
     def coefficients(self, params) -> np.ndarray:
         """The fitted polynomial in the monomial basis of x, highest power first."""
         return self.reported(params)[::-1].copy()
+
+
+def torch_ones_like(u):
+    import torch
+
+    return torch.ones_like(u)
 
 
 def read_xy_csv(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ on runs logged days ago, on another machine, through a tracking server, and writ
 Terms. A *problem* is a problem plugin with its arguments (`nist dataset=Wampler1`); a *solver* is
 an optimiser with its schedule and the settings that differ between the runs compared
 (`adam lr=0.01`); an *instance* is a problem from one starting point (`trainer.seed`). A run
-*solved* its instance when its loss reached the problem's target: the `loss_target` the problem
+*solved* its instance when it ended within the problem's target (its cost: the first step it was
+within it): the `loss_target` the problem
 logged (least-squares problems: within 1e-7 of the way from zero to the optimum), or, for a problem
 that does not declare one, Moré and Wild's test f0 - f >= (1 - tau) (f0 - fL) with fL the least
 loss any run reached on it. Failed and killed runs never solved anything.
@@ -192,8 +193,8 @@ def judge(runs: list[RunData], tau: float = DEFAULT_TAU) -> dict[str, str]:
                 r.target = best + tau * (f0 - best) if math.isfinite(f0) and math.isfinite(best) else None
         for r in group:
             r.steps_to_target = r.seconds_to_target = math.inf
-            if not r.finished or r.target is None:
-                continue  # failures count as never solved
+            if not r.finished or r.target is None or not r.final_loss <= r.target:
+                continue  # failures, and runs that end above the target (got there, then left), never solved
             for step, value, seconds in r.history:
                 if value <= r.target:
                     r.steps_to_target, r.seconds_to_target = step + 1, seconds  # the loss at step s is seen in step s + 1
@@ -373,7 +374,7 @@ def _html(runs, rows, criteria, truths, figures, notes, source, tau) -> str:
     if notes:
         parts.append("<ul class='notes'>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     parts.append("<h2>Leaderboard</h2><p>Per problem, each solver over its seeds: runs that solved the problem "
-                 "(reached its target), the median final loss of the finished runs, and the median steps and seconds "
+                 "(ended within its target), the median final loss of the finished runs, and the median steps and seconds "
                  "to the target over the runs that reached it. Failed and killed runs count as not solved.</p>")
     for problem in sorted({r["problem"] for r in rows}):
         parts.append(f"<h3>{e(problem)}</h3><p class='crit'>Solved: {e(criteria.get(problem, ''))}</p>")

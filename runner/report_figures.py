@@ -56,7 +56,7 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None) -> No
     target = float(np.median(targets)) if targets else None
     floor = None
     if optimum is not None and target is not None and target > optimum:
-        floor = (target - optimum) * 1e-9  # an excess of zero still shows, at the bottom
+        floor = (target - optimum) * 1e-15  # an excess of zero (or below: round-off) still shows, at the bottom
     shift = optimum if optimum is not None else 0.0
 
     def transform(v: np.ndarray) -> np.ndarray:

@@ -29,6 +29,8 @@ def _expected(client, runs):
             continue
         e["finals"].append(r.data.metrics["final_loss"])
         target = r.data.metrics["loss_target"]
+        if r.data.metrics["final_loss"] > target:
+            continue  # ended above the target: not solved, whatever it reached on the way
         hits = sorted(m.step for m in client.get_metric_history(r.info.run_id, "loss") if m.value <= target)
         if hits:
             e["solved"] += 1
@@ -124,6 +126,7 @@ def test_judge_declared_target_fallback_and_failures():
         _run("p", "a", 0, [10, 1, 0.1], target=0.5),  # reaches 0.5 at step 20 (third point) -> 21 steps, 1.0 s
         _run("p", "b", 0, [10, 0.2, 0.1], target=0.5),  # at step 10 -> 11 steps
         _run("p", "b", 1, [10, 0.2, 0.1], status="FAILED", target=0.5),  # failed: never solved
+        _run("p", "a", 1, [10, 0.2, 3.0], target=0.5),  # within at step 10, ended above: not solved
         # No declared target: Moré-Wild with fL = 0 (least seen), tau 1e-1: f <= 0 + 0.1 * (f0 - 0)
         _run("q", "a", 0, [100, 50, 9]),  # 9 <= 10: solved at step 20
         _run("q", "b", 0, [100, 11, 0]),  # 0 at step 20 (11 > 10)
@@ -131,11 +134,14 @@ def test_judge_declared_target_fallback_and_failures():
     label(runs)
     criteria = judge(runs, tau=0.1)
     assert "target" in criteria["p"] and "Moré-Wild" in criteria["q"]
-    assert [r.steps_to_target for r in runs] == [21, 11, math.inf, 21, 21]
+    assert [r.steps_to_target for r in runs] == [21, 11, math.inf, math.inf, 21, 21]
     assert runs[0].seconds_to_target == 1.0
     rows = {(r["problem"], r["solver"]): r for r in leaderboard(runs)}
     assert rows[("p", "b")]["success_rate"] == 0.5 and rows[("p", "b")]["failures"] == 1
+    assert rows[("p", "a")]["success_rate"] == 0.5 and rows[("p", "a")]["failures"] == 0
     solvers, instances, tables, notes = cost_tables(runs)
     assert solvers == ["a", "b"]
-    assert instances == [("p", 0, 1), ("q", 0, 1)]  # p from seed 1 was run by b only: left out
-    assert tables["steps"].tolist() == [[21, 11], [21, 21]] and notes
+    assert instances == [("p", 0, 1), ("p", 1, 1), ("q", 0, 1)]
+    assert tables["steps"].tolist() == [[21, 11], [math.inf, math.inf], [21, 21]] and not notes
+    solvers, instances, tables, notes = cost_tables(runs[:3] + runs[4:])  # p from seed 1: b only
+    assert instances == [("p", 0, 1), ("q", 0, 1)] and notes

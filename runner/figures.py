@@ -23,12 +23,22 @@ def save_loss_curve(points: list[tuple[int, float]], path: Path, title: str) -> 
     values = [v for _, v in points]
     if values and min(values) > 0:
         ax.set_yscale("log")
+        plain_log_labels(ax.yaxis)
     ax.plot(steps, values, lw=1.5)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title[:80], fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     fig.savefig(path, dpi=80)
+
+
+def plain_log_labels(axis) -> None:
+    """'1e-05' instead of mathtext's 10^-5 on a log axis: the same information, a third of the
+    drawing time of a small figure (mathtext layout is most of it)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def save_problem_figures(problem, params, folder: Path) -> list[Path]:

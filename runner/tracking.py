@@ -114,8 +114,20 @@ def client_for(uri: str):
     return _clients[uri]
 
 
+_experiments: dict[tuple[str, str], str] = {}
+
+
 def open_experiment(uri: str, name: str):
-    """An MlflowClient on `uri` and the id of experiment `name` (created if missing)."""
+    """An MlflowClient on `uri` and the id of experiment `name` (created if missing). The id is
+    remembered for the process: the jobs of a sweep that share a worker look it up once."""
+    if (uri, name) in _experiments:
+        return client_for(uri), _experiments[(uri, name)]
+    client, experiment_id = _open_experiment(uri, name)
+    _experiments[(uri, name)] = experiment_id
+    return client, experiment_id
+
+
+def _open_experiment(uri: str, name: str):
     from mlflow.exceptions import MlflowException
 
     with store_lock(uri):

@@ -56,12 +56,14 @@ def optimise(
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn()
-        (loss.sum() if loss.dim() else loss).backward()
+        total = loss.sum() if loss.dim() else loss
+        total.backward()
         if first_eval[0] is None:
             first_eval[0] = loss
-        return loss.sum() if loss.dim() else loss
+        return total
 
     batched = [False]
+    cache: dict = {}
     bands: dict[str, Points] = {"loss_q10": [], "loss_q90": []}
 
     pending: list[torch.Tensor] = []  # this chunk's losses, still on the device
@@ -80,16 +82,23 @@ def optimise(
         chunk_started[0] = now
         if stacked.dim() == 2:  # (steps, replicas): one host sync for all statistics
             batched[0] = True
+            n = stacked.shape[0]
+            base = done - n
+            # Quantiles only where they are used: logged steps, or every step when tol needs the median.
+            rows = list(range(n)) if tol is not None else [i for i in range(n) if (base + i) % log_every == 0]
             finite = torch.isfinite(stacked)
-            masked = torch.where(finite, stacked, torch.full_like(stacked, float("nan")))
-            q = torch.nanquantile(masked, torch.tensor(QUANTILES, dtype=stacked.dtype, device=stacked.device), dim=1)
-            q = torch.where(finite.any(1), q, torch.full_like(q, float("nan")))  # all diverged: nan
-            lo, values, hi = q.tolist()
-            base = done - len(values)
-            for i, s_ in enumerate(range(base, base + len(values))):
-                if s_ % log_every == 0 and math.isfinite(values[i]):
-                    bands["loss_q10"].append((s_, lo[i]))
-                    bands["loss_q90"].append((s_, hi[i]))
+            if "q" not in cache:
+                cache["q"] = torch.tensor(QUANTILES, dtype=stacked.dtype, device=stacked.device)
+            picked = stacked[rows]
+            q = torch.nanquantile(torch.where(finite[rows], picked, torch.nan), cache["q"], dim=1) if rows else picked.new_zeros((3, 0))
+            read = torch.cat([q.flatten(), finite.any(1).to(q.dtype)]).tolist()
+            alive = read[3 * len(rows):]
+            values = [0.0 if a else math.nan for a in alive]  # a step nobody logs: only whether it diverged
+            for j, i in enumerate(rows):
+                values[i] = read[len(rows) + j] if alive[i] else math.nan
+                if (base + i) % log_every == 0 and alive[i]:
+                    bands["loss_q10"].append((base + i, read[j]))
+                    bands["loss_q90"].append((base + i, read[2 * len(rows) + j]))
         else:
             values = stacked.tolist()
             base = done - len(values)

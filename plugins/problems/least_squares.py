@@ -64,14 +64,15 @@ class LinearLeastSquares:
     def batched_loss(self, params):
         """R replicas at once (trainer.replicas): c is (R, k); one matrix product for all, where
         torch.func.vmap would pay its per-call overhead on every step of a small problem."""
-        if "G" in self._tensors:
+        if "G" in self._tensors and self.n >= GRAM_MIN_ROWS:  # few rows: the residual form has fewer kernels
             c = params["c"].to(torch.float64)
             sse = ((c @ self._tensors["G"]) * c).sum(1) - 2 * (c @ self._tensors["h"]) + self._tensors["tt"]
             return self._scaled(sse).to(params["c"].dtype)
         if "PhiT" not in self._tensors:  # contiguous: the backward through a transposed view is 20x slower
             self._tensors["PhiT"] = self._tensors["Phi"].T.contiguous() if not self.sparse else self._tensors["Phi"].to_dense().T.contiguous()
-        residual = params["c"] @ self._tensors["PhiT"] - self._tensors["t"]  # (R, n)
-        return self._scaled(residual.square().sum(1))
+            self._tensors["PhiD"] = self._tensors["PhiT"].T.contiguous()
+        scale = self.y_scale**2 / (self.n if self.loss_kind == "mse" else 1)
+        return _ReplicaSSE.apply(params["c"], self._tensors["PhiT"], self._tensors["PhiD"], self._tensors["t"], scale)
 
     def _scaled(self, sse):
         sse = sse * self.y_scale**2
@@ -210,6 +211,24 @@ class LinearLeastSquares:
             tt += float(tb @ tb)
         as64 = lambda a: torch.as_tensor(a, dtype=torch.float64, device=device)  # noqa: E731
         return {"G": as64(G), "h": as64(h), "tt": as64(tt)}
+
+
+class _ReplicaSSE(torch.autograd.Function):
+    """scale * ||c_r Phi' - t||^2 for each replica r, with its analytic gradient
+    2 scale (c_r Phi' - t) Phi: three kernels backward where autograd's graph of the same
+    expression takes twice as many, which is most of a small problem's replica step."""
+
+    @staticmethod
+    def forward(ctx, c, PhiT, Phi, t, scale):
+        residual = c @ PhiT - t  # (R, n)
+        ctx.save_for_backward(residual, Phi)
+        ctx.scale = scale
+        return (residual * residual).sum(1) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        residual, Phi = ctx.saved_tensors
+        return (residual * (grad * (2 * ctx.scale))[:, None]) @ Phi, None, None, None, None
 
 
 # -- polynomial bases ---------------------------------------------------------------------------

@@ -179,6 +179,7 @@ class MetricWriter:
         self.error: Optional[BaseException] = None
         self.history_file = history_file
         self._next_beat = 0.0
+        self._backlog: list = []  # rows the store has not taken yet (SQLite busy)
         self.thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
         self.thread.start()
 
@@ -194,6 +195,8 @@ class MetricWriter:
         """Send what is pending and stop: the writer wakes at once."""
         self._closing.set()
         self.thread.join(timeout)
+        if self.thread.is_alive() and self.error is None:  # still waiting on the store: say so, sync can finish it
+            self.error = TimeoutError(f"the metric writer did not finish within {timeout:.0f} s")
 
     def _work(self) -> None:
         from mlflow.entities import Metric
@@ -204,8 +207,8 @@ class MetricWriter:
             rows = []
             while self.pending:
                 rows.extend(self.pending.popleft())
-            if rows:
-                self._write(rows, Metric)
+            if rows or self._backlog:
+                self._write(rows, Metric, final=closing)
             if closing:
                 return
 
@@ -216,20 +219,33 @@ class MetricWriter:
             try:
                 call_with_retry(self.client.set_tag, self.run_id, self.HEARTBEAT_TAG, f"{now:.0f}")
             except Exception as exc:
-                self._failed(exc)
+                if "database is locked" not in str(exc):  # busy: beat again next time
+                    self._failed(exc)
 
-    def _write(self, rows, Metric) -> None:
-        if self.history_file is not None:
+    def _write(self, rows, Metric, final: bool = False) -> None:
+        """Append to the local history, then send everything not yet in the store. A SQLite lock
+        that outlasts call_with_retry's wait is contention, not a dead store: the rows wait for
+        the next interval (and up to half a minute more at the end) instead of giving the store up."""
+        if self.history_file is not None and rows:
             with open(self.history_file, "a") as fh:
                 fh.writelines(f"{k},{s},{v!r},{t}\n" for k, v, t, s in rows)
         if self.error is not None:
             return  # the store already failed: keep the local record only
-        try:
-            for i in range(0, len(rows), 1000):  # MLflow's limit per request
-                chunk = rows[i : i + 1000]
+        self._backlog.extend(rows)
+        deadline = time.monotonic() + (30.0 if final else 0.0)
+        while self._backlog:
+            chunk = self._backlog[:1000]  # MLflow's limit per request
+            try:
                 call_with_retry(self.client.log_batch, self.run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in chunk])
-        except Exception as exc:  # the loop goes on; the local record keeps the points
-            self._failed(exc)
+            except Exception as exc:  # the loop goes on; the local record keeps the points
+                if "database is locked" in str(exc) and time.monotonic() < deadline:
+                    continue
+                if "database is locked" in str(exc) and not final:
+                    log.info("The SQLite store is busy; %d metric points wait for the next write.", len(self._backlog))
+                    return
+                self._failed(exc)
+                return
+            del self._backlog[:1000]
 
     def _failed(self, exc: BaseException) -> None:
         self.error = exc

@@ -32,28 +32,42 @@ def start(cwd: Path, *overrides: str) -> subprocess.Popen:
 LOAD_SENSITIVE = pytest.mark.flaky(reruns=2)
 
 
-def wait_for_points(cwd: Path, n_runs: int = 1, points: int = 5, timeout: float = 240, client=None) -> list:
-    """Until n_runs runs are RUNNING in the store with at least `points` loss points each."""
+def wait_for_points(cwd: Path, n_runs: int = 1, points: int = 5, timeout: float = 240, client=None, proc=None) -> list:
+    """Until n_runs runs are RUNNING in the store with at least `points` loss points each. Fails
+    at once, with the runner's output, when the runner has exited; on timeout it stops the
+    runner and shows its output and what the store holds."""
     deadline = time.time() + timeout
+    seen = "nothing yet"
     while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the runner exited ({proc.returncode}) before its points reached the store; store: {seen}\n"
+                                 f"stdout: {out[-1500:]}\nstderr: {err[-3000:]}")
         if client is not None or (cwd / "mlflow.db").exists():
             try:
                 c = client or store(cwd)
                 exp = c.get_experiment_by_name("runner")
                 runs = [r for r in c.search_runs([exp.experiment_id]) if r.info.status == "RUNNING" and not r.data.tags.get("sweep")] if exp else []
-                if len(runs) >= n_runs and all(len(c.get_metric_history(r.info.run_id, "loss")) >= points for r in runs[:n_runs]):
+                counts = [len(c.get_metric_history(r.info.run_id, "loss")) for r in runs[:n_runs]]
+                seen = f"{len(runs)} running run(s) with {counts} loss points"
+                if len(runs) >= n_runs and all(n >= points for n in counts):
                     return runs
-            except Exception:
-                pass  # the store is being created
+            except Exception as exc:  # the store is being created
+                seen = f"store not readable yet ({type(exc).__name__}: {str(exc)[:200]})"
         time.sleep(0.5)
-    raise AssertionError("the runs never reached the store")
+    detail = ""
+    if proc is not None:
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+        detail = f"\nstdout: {out[-1500:]}\nstderr: {err[-3000:]}"
+    raise AssertionError(f"the runs never reached the store within {timeout:.0f} s; store: {seen}{detail}")
 
 
 @LOAD_SENSITIVE
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_a_run_which_is_recorded_killed(workdir, sig, code):
     proc = start(workdir, *LONG)
-    wait_for_points(workdir)
+    wait_for_points(workdir, proc=proc)
     sent = time.time()
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
@@ -74,7 +88,7 @@ def test_signal_stops_a_run_which_is_recorded_killed(workdir, sig, code):
 @LOAD_SENSITIVE
 def test_signal_stops_a_sweep_and_closes_its_parent(workdir):
     proc = start(workdir, "-m", "trainer.seed=0,1,2", *LONG)
-    wait_for_points(workdir)
+    wait_for_points(workdir, proc=proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -87,7 +101,7 @@ def test_signal_stops_a_sweep_and_closes_its_parent(workdir):
 @LOAD_SENSITIVE
 def test_hard_kill_keeps_the_logged_history_and_reap_closes_the_run(workdir):
     proc = start(workdir, *LONG)
-    (running,) = wait_for_points(workdir, points=20)
+    (running,) = wait_for_points(workdir, points=20, proc=proc)
     proc.kill()
     proc.wait(timeout=30)
     (run,) = all_runs(workdir)
@@ -140,7 +154,7 @@ def test_server_goes_away_mid_run_then_sync_uploads_once(workdir):
     server = mlflow_server(workdir, port)
     try:
         proc = start(workdir, f"tracking.uri={uri}", "trainer.steps=100000", "trainer.log_every=100", "trainer.progress=lines")
-        wait_for_points(workdir, points=3, client=MlflowClient(tracking_uri=uri))
+        wait_for_points(workdir, points=3, client=MlflowClient(tracking_uri=uri), proc=proc)
         stop(server)  # the server dies while the run goes on
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err  # training completed

@@ -41,20 +41,20 @@ def performance_ratios(costs) -> np.ndarray:
 
 def performance_profile(costs, taus) -> np.ndarray:
     """rho[i, s]: the share of problems with r[p, s] <= taus[i]."""
-    r = performance_ratios(costs)
-    taus = np.asarray(taus, dtype=np.float64)
-    if r.shape[0] == 0:
-        return np.zeros((len(taus), r.shape[1]))
-    return (r[None, :, :] <= taus[:, None, None]).mean(axis=1)
+    return _share_within(performance_ratios(costs), taus)
 
 
 def data_profile(costs, budgets) -> np.ndarray:
     """d[i, s]: the share of problems solver s solved with a cost of at most budgets[i]."""
-    t = _table(costs)
-    budgets = np.asarray(budgets, dtype=np.float64)
-    if t.shape[0] == 0:
-        return np.zeros((len(budgets), t.shape[1]))
-    return (t[None, :, :] <= budgets[:, None, None]).mean(axis=1)
+    return _share_within(_table(costs), budgets)
+
+
+def _share_within(table: np.ndarray, limits) -> np.ndarray:
+    """out[i, s]: the share of rows p with table[p, s] <= limits[i] (0 when there are no rows)."""
+    limits = np.asarray(limits, dtype=np.float64)
+    if table.shape[0] == 0:
+        return np.zeros((len(limits), table.shape[1]))
+    return (table[None, :, :] <= limits[:, None, None]).mean(axis=1)
 
 
 def breakpoints(values, start: float) -> np.ndarray:

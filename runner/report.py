@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 
 from runner.errors import UserError
+from runner.naming import short_value
 
 DEFAULT_TAU = 1e-7
 # Settings that never tell two solvers apart: the start (instances), display and record keeping.
@@ -53,6 +54,8 @@ class RunData:
     seed: int
     replicas: int
     error: str
+    sched: str = ""  # the schedule plugin, if any
+    started_at: Optional[float] = None  # loop_started_at: the origin of the loss points' times
     history: list = field(default_factory=list)  # [(step, loss, seconds since the loop began)]
     bands: dict = field(default_factory=dict)  # loss_q10 / loss_q90 of a replicas run: {step: value}
     problem_label: str = ""
@@ -67,8 +70,9 @@ class RunData:
 
     @property
     def final_loss(self) -> float:
-        v = self.metrics.get("final_loss", math.nan)
-        return math.copysign(math.inf, v) if abs(v) >= 1.7e308 else v  # MLflow stores inf as max float
+        from runner.tracking import unclip
+
+        return unclip(self.metrics.get("final_loss", math.nan))
 
     @property
     def solved(self) -> bool:
@@ -101,10 +105,9 @@ def collect(client, experiment_id: str, parent_run_id: Optional[str] = None) -> 
             run_id=source.info.run_id, name=r.info.run_name or source.info.run_name, status=source.info.status,
             start_time=source.info.start_time or 0, problem=tags.get("problem", "?"), optim=tags.get("optim", "?"),
             params=dict(p), metrics=dict(source.data.metrics), seed=_int(p.get("trainer.seed"), 0),
-            replicas=_int(p.get("trainer.replicas"), 1), error=source.data.tags.get("error", ""),
+            replicas=_int(p.get("trainer.replicas"), 1), error=source.data.tags.get("error", ""), sched=tags.get("sched", ""),
+            started_at=float(source.data.tags["loop_started_at"]) if "loop_started_at" in source.data.tags else None,
         ))
-        runs[-1].params["_sched"] = tags.get("sched", "")
-        runs[-1].params["_started"] = source.data.tags.get("loop_started_at", "")
     if running:
         notes.append(f"{running} run(s) still RUNNING were left out (see `python -m runner reap` for dead ones).")
     if reused:
@@ -123,8 +126,7 @@ def _int(value, default: int) -> int:
 
 def _load_history(client, run: RunData) -> None:
     points = sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run.run_id, "loss"))
-    started = run.params.get("_started")
-    origin = float(started) if started else (points[0][2] / 1000 if points else 0.0)
+    origin = run.started_at if run.started_at is not None else (points[0][2] / 1000 if points else 0.0)
     run.history = [(s, v, max(ts / 1000 - origin, 0.0)) for s, v, ts in points]
     if run.replicas > 1:
         for key in ("loss_q10", "loss_q90"):
@@ -138,7 +140,7 @@ def label(runs: list[RunData]) -> None:
     by_solver = defaultdict(list)
     for r in runs:
         by_problem[r.problem].append(r)
-        by_solver[(r.optim, r.params["_sched"])].append(r)
+        by_solver[(r.optim, r.sched)].append(r)
     for name, group in by_problem.items():
         keys = _varying(group, lambda k: k.startswith("problem."))
         for r in group:
@@ -160,15 +162,7 @@ def _varying(group: list[RunData], wanted) -> list[str]:
 
 def _compose(name: str, run: RunData, keys: list[str]) -> str:
     """adam lr=0.01 steps=2000: the last part of each differing key, as run names do."""
-    return " ".join([name, *(f"{k.rsplit('.', 1)[-1]}={_short(run.params.get(k, ''))}" for k in keys)])
-
-
-def _short(value: str) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)[:40]
-    return value if len(value) <= 8 else f"{number:.4g}"
+    return " ".join([name, *(f"{k.rsplit('.', 1)[-1]}={short_value(run.params.get(k, ''))[:40]}" for k in keys)])
 
 
 def judge(runs: list[RunData], tau: float = DEFAULT_TAU) -> dict[str, str]:

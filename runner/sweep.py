@@ -142,6 +142,8 @@ def _attach_report(client, info: dict, folder: Path) -> None:
 
 
 def leaderboard(client, info: dict) -> list[dict]:
+    from runner.tracking import unclip
+
     runs = client.search_runs(
         [info["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{info['run_id']}'", max_results=50000
     )
@@ -154,18 +156,13 @@ def leaderboard(client, info: dict) -> list[dict]:
             "name": r.info.run_name,
             "overrides": r.data.tags.get("overrides", ""),
             "status": r.info.status,
-            "final_loss": _unclip(m.get("final_loss", math.nan)),
+            "final_loss": unclip(m.get("final_loss", math.nan)),
             "steps": int(m["steps"]) if "steps" in m else None,
             "loop_seconds": m.get("loop_seconds", math.nan),
             "error": r.data.tags.get("error", ""),
         })
     rank = lambda r: (r["status"] != "FINISHED", r["final_loss"] if math.isfinite(r["final_loss"]) else math.inf, r["job"])  # noqa: E731
     return sorted(rows, key=rank)
-
-
-def _unclip(v: float) -> float:
-    """MLflow stores inf as the largest float; show it as what it was."""
-    return math.copysign(math.inf, v) if math.isfinite(v) and abs(v) >= 1.7e308 else v
 
 
 def _record_best(client, run_id: str, rows: list[dict]) -> None:

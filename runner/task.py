@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import registry
 from runner.errors import UserError
 from runner.job import Job
+from runner.naming import short_value
 from runner.signature import coerce_arguments
 
 log = logging.getLogger("runner")
@@ -195,7 +196,6 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
         for key, points in (loop.bands or {}).items():
             writer.put(key, points)
         result = _result(problem, job, loop)
-        metrics = result["metrics"]
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=True))
         figures = [out_dir / "loss_curve.png"]
         save_loss_curve(history, figures[0], f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else ""))
@@ -279,7 +279,8 @@ def _result(problem, job, loop) -> dict:
     def solution_of(p):
         return problem.solution(p) if hasattr(problem, "solution") else {}
 
-    truth = {"truth": problem.truth()} if hasattr(problem, "truth") and problem.truth() else {}
+    known = problem.truth() if hasattr(problem, "truth") else None
+    truth = {"truth": known} if known else {}
 
     if job.replicas == 1:
         p = job.final_params[0]
@@ -464,17 +465,8 @@ def _run_name(problem: str, optim: str, sched: str | None = None) -> str:
         if key == "experiment":
             parts.insert(0, value)
         elif key != "hparams_search":  # the sweep's parent run carries the preset's name
-            parts.append(f"{key.rsplit('.', 1)[-1]}={_short_value(value)}")
+            parts.append(f"{key.rsplit('.', 1)[-1]}={short_value(value)}")
     return "-".join(parts)
-
-
-def _short_value(value: str) -> str:
-    """0.025766385746 -> 0.02577: names stay readable; the params hold the exact value."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if len(value) <= 8 or not any(c in value for c in ".e") else f"{number:.4g}"
 
 
 def _raise_on_sigterm():

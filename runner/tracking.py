@@ -9,6 +9,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -26,6 +27,16 @@ for noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking._tracking_ser
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked": another process holds a transaction, the store is alive."""
+    return "database is locked" in str(exc)
+
+
+def unclip(value: float) -> float:
+    """MLflow stores inf as the largest float; read it back as what it was."""
+    return math.copysign(math.inf, value) if math.isfinite(value) and abs(value) >= 1.7e308 else value
+
+
 def call_with_retry(fn, *args, attempts: int = 6, **kwargs):
     """SQLite answers "database is locked" while another process holds a transaction (a reader,
     a parallel writer): that is a wait, not a dead store. Retry it with backoff (about 6 s in
@@ -34,7 +45,7 @@ def call_with_retry(fn, *args, attempts: int = 6, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if "database is locked" not in str(exc) or attempt == attempts - 1:
+            if not is_busy(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.1 * 2**attempt)
 
@@ -219,7 +230,7 @@ class MetricWriter:
             try:
                 call_with_retry(self.client.set_tag, self.run_id, self.HEARTBEAT_TAG, f"{now:.0f}")
             except Exception as exc:
-                if "database is locked" not in str(exc):  # busy: beat again next time
+                if not is_busy(exc):  # busy: beat again next time
                     self._failed(exc)
 
     def _write(self, rows, Metric, final: bool = False) -> None:
@@ -238,9 +249,9 @@ class MetricWriter:
             try:
                 call_with_retry(self.client.log_batch, self.run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in chunk])
             except Exception as exc:  # the loop goes on; the local record keeps the points
-                if "database is locked" in str(exc) and time.monotonic() < deadline:
+                if is_busy(exc) and time.monotonic() < deadline:
                     continue
-                if "database is locked" in str(exc) and not final:
+                if is_busy(exc) and not final:
                     log.info("The SQLite store is busy; %d metric points wait for the next write.", len(self._backlog))
                     return
                 self._failed(exc)

@@ -114,7 +114,7 @@ def test_report_bad_input_is_one_paragraph(workdir):
 
 def _run(problem, solver, seed, losses, status="FINISHED", target=None):
     r = RunData(run_id=f"{problem}{solver}{seed}", name="", status=status, start_time=seed, problem=problem, optim=solver,
-                params={"_sched": "", "trainer.seed": str(seed)}, metrics={"final_loss": losses[-1]}, seed=seed, replicas=1, error="")
+                params={"trainer.seed": str(seed)}, metrics={"final_loss": losses[-1]}, seed=seed, replicas=1, error="")
     if target is not None:
         r.metrics["loss_target"] = target
     r.history = [(10 * i, v, 0.5 * i) for i, v in enumerate(losses)]

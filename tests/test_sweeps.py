@@ -1,7 +1,6 @@
 """Sweeps through the real entry point: parent and child runs, failure isolation, each launcher,
 Optuna, and a tracking server. Each sweep holds a job that fails on purpose (SGD at its default
 learning rate diverges on the poly problem)."""
-import json
 import os
 import shutil
 import signal

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
+import torch
 
 from plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
 
@@ -70,8 +71,6 @@ class Poly(LinearLeastSquares):
     def fused(self, dtype) -> bool:
         """float64 runs on large data: float32 runs use the sufficient statistics instead, which
         read no data at all per step (least_squares.py)."""
-        import torch
-
         return self.n >= self.FUSED_MIN_ROWS and dtype != torch.float32
 
     def compile_pays(self, device, dtype) -> bool:
@@ -79,16 +78,12 @@ class Poly(LinearLeastSquares):
         return self.fused(dtype)
 
     def _to(self, device, dtype) -> None:
-        import torch
-
         super()._to(device, dtype)
         if self.fused(dtype) and "x_int" not in self._tensors:
             mid, half = self.x_map
             self._tensors["x_int"] = torch.as_tensor((self.x - mid) / half, dtype=dtype, device=device)
 
     def loss(self, params):
-        import torch
-
         # Only inside torch.compile (trainer.compile): eagerly the recurrence's temporaries make it
         # slower than the design-matrix product; compiled it is one pass, 35x faster (BENCHMARKS.md).
         if "x_int" in self._tensors and torch.compiler.is_compiling():
@@ -104,11 +99,11 @@ class Poly(LinearLeastSquares):
         """sum_k c_k P_k(u) by the basis's recurrence: elementwise code that torch.compile fuses
         into one pass (eagerly, each term is a temporary of N values)."""
         if self.basis == "monomial":  # Horner
-            out = c[-1] * torch_ones_like(u)
+            out = c[-1] * torch.ones_like(u)
             for k in range(len(c) - 2, -1, -1):
                 out = out * u + c[k]
             return out
-        prev, cur = torch_ones_like(u), u
+        prev, cur = torch.ones_like(u), u
         out = c[0] * prev + (c[1] * cur if len(c) > 1 else 0)
         for k in range(2, len(c)):
             if self.basis == "chebyshev":
@@ -159,12 +154,6 @@ class Poly(LinearLeastSquares):
     def coefficients(self, params) -> np.ndarray:
         """The fitted polynomial in the monomial basis of x, highest power first."""
         return self.reported(params)[::-1].copy()
-
-
-def torch_ones_like(u):
-    import torch
-
-    return torch.ones_like(u)
 
 
 def read_xy_csv(path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -80,5 +80,36 @@ def main(argv: list[str] | None = None) -> None:
     launch(argv)
 
 
+def exit_now(code) -> None:
+    """Leave without finalising the interpreter: with torch and its compiler stack loaded, tearing
+    down every module takes about a second after the work is done. Everything of ours is closed by
+    then (the record is in the store, files are written); the atexit handlers (logging's flush
+    among them) still run. A process with other threads or child processes at work exits the
+    normal way, so that they are waited for."""
+    import atexit
+    import multiprocessing
+    import os
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()) or multiprocessing.active_children():
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exc.code)
+    except BrokenPipeError:  # `python -m runner --help | head`: the reader left, nothing to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        exit_now(1)
+    exit_now(0)

@@ -74,6 +74,7 @@ def hydra_task(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig) -> float:
+    _start_recorder(cfg)  # MLflow imports in the helper while this process imports torch
     import torch
 
     from runner.devices import resolve_device, resolve_dtype
@@ -121,6 +122,18 @@ def run(cfg: DictConfig) -> float:
     return _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, device)
 
 
+def _start_recorder(cfg: DictConfig) -> None:
+    """Start the MLflow helper of the store this job will use; a bad URI is reported later, in order."""
+    from runner.recorder import recorder_for
+    from runner.tracking import resolve_uri
+
+    parent = _sweep_parent()
+    try:
+        recorder_for(parent["uri"] if parent else resolve_uri(cfg.tracking.uri))
+    except UserError:
+        pass
+
+
 def _parameters(factory) -> set[str]:
     import inspect
 
@@ -135,27 +148,26 @@ def _plain(kwargs: dict) -> dict:
 
 
 def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, device) -> float:
-    from mlflow.entities import Metric, Param, RunTag
-
     from runner.console import Progress, summary
     from runner.figures import save_loss_curve, save_problem_figures
     from runner.record import LocalRecord
-    from runner.tracking import MetricWriter, flatten, open_experiment
+    from runner.recorder import recorder_for
+    from runner.tracking import MetricWriter, flatten
 
     problem_name, optim_name = plugins["problem"], plugins["optim"]
-    client, experiment_id = open_experiment(uri, cfg.tracking.experiment)
+    client = recorder_for(uri)
+    experiment_id = _open_experiment(client, uri, cfg.tracking.experiment)
     name = cfg.tracking.run_name or _run_name(problem_name, optim_name, plugins.get("sched"))
     out_dir = _output_dir()
     config_hash = _config_hash(plugins, resolved)
     if cfg.tracking.get("skip_finished"):
-        done = _finished_run(client, experiment_id, config_hash)
+        done = client.finished_run(experiment_id, config_hash)
         if done is not None:
             return _reuse(client, experiment_id, done, name, plugins, config_hash)
     tags = {**plugins, "mlflow.source.name": "runner", "output_dir": str(out_dir), "config_hash": config_hash, **_sweep_tags()}
     if job.replicas > 1:
         tags.update(replicas=str(job.replicas), replica_mode=job.plan.mode, replica_note=job.plan.reason)
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
+    run_id = client.create_run(experiment_id, name, tags)
     flat_params = flatten(resolved)
     record = LocalRecord(out_dir, run_id=run_id, tracking_uri=uri, experiment=cfg.tracking.experiment,
                          experiment_id=experiment_id, run_name=name, tags=tags, params=flat_params)
@@ -175,7 +187,7 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
 
     previous_sigterm = _raise_on_sigterm()
     try:
-        params_list = [Param(k, v) for k, v in flat_params.items()]
+        params_list = list(flat_params.items())
         for i in range(0, len(params_list), 100):
             store.call(client.log_batch, run_id, params=params_list[i : i + 100])
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -232,10 +244,10 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
         if writer.error is not None:
             store.failed = writer.error  # the store is gone: do not wait on it again
         timestamp = _now_ms()
-        end_tags = [RunTag("error", error[:5000])] if error else []
+        end_tags = [("error", error[:5000])] if error else []
         if loop is not None:  # the origin of the loss points' timestamps: reports plot loss against seconds
-            end_tags += [RunTag("loop_started_at", f"{loop.started_at:.6f}"), RunTag("compiled", job.compile.reason)]
-        store.call(client.log_batch, run_id, metrics=[Metric(k, v, timestamp, 0) for k, v in final.items()], tags=end_tags)
+            end_tags += [("loop_started_at", f"{loop.started_at:.6f}"), ("compiled", job.compile.reason)]
+        store.call(client.log_batch, run_id, metrics=[(k, v, timestamp, 0) for k, v in final.items()], tags=end_tags)
         for path in artifacts:
             store.call(client.log_artifact, run_id, str(path))
         store.call(client.set_terminated, run_id, status)
@@ -326,26 +338,26 @@ def _config_hash(plugins: dict, resolved: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _finished_run(client, experiment_id: str, config_hash: str):
-    runs = client.search_runs([experiment_id], filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
-                              max_results=1, order_by=["attributes.start_time DESC"])
-    return runs[0] if runs else None
+def _open_experiment(client, uri: str, name: str) -> str:
+    from runner.recorder import StoreError
+
+    try:
+        return client.open_experiment(name)
+    except StoreError as exc:
+        raise UserError(f"The tracking store {uri} could not open experiment '{name}': {str(exc).splitlines()[0][:300]}") from None
 
 
 def _reuse(client, experiment_id: str, done, name: str, plugins: dict, config_hash: str) -> float:
     """tracking.skip_finished: report the recorded result instead of running again. In a sweep the
     job still appears under the new parent, as a FINISHED child that points at the original."""
-    from mlflow.entities import Metric
-
-    m = done.data.metrics
+    done_id, m = done
     final_loss = m.get("final_loss", math.nan)
-    print(f"{name}: already FINISHED as run {done.info.run_id} (same config, hash {config_hash}); final loss {final_loss:.6g}. Not run again.")
+    print(f"{name}: already FINISHED as run {done_id} (same config, hash {config_hash}); final loss {final_loss:.6g}. Not run again.")
     if _sweep_parent() is not None:
-        tags = {**plugins, "config_hash": config_hash, "reused_run_id": done.info.run_id, **_sweep_tags()}
-        run = client.create_run(experiment_id, run_name=name, tags=tags)
-        keep = [Metric(k, m[k], _now_ms(), 0) for k in ("final_loss", "steps", "loop_seconds") if k in m]
-        client.log_batch(run.info.run_id, metrics=keep)
-        client.set_terminated(run.info.run_id, "FINISHED")
+        tags = {**plugins, "config_hash": config_hash, "reused_run_id": done_id, **_sweep_tags()}
+        run_id = client.create_run(experiment_id, name, tags)
+        client.log_batch(run_id, metrics=[(k, m[k], _now_ms(), 0) for k in ("final_loss", "steps", "loop_seconds") if k in m])
+        client.set_terminated(run_id, "FINISHED")
     return final_loss
 
 
@@ -420,17 +432,16 @@ def _record_failure_before_start(cfg: DictConfig, error: str) -> None:
     if parent is None:
         return
     try:
-        from mlflow.entities import Param
+        from runner.recorder import recorder_for
+        from runner.tracking import flatten
 
-        from runner.tracking import client_for, flatten
-
-        client = client_for(parent["uri"])
+        client = recorder_for(parent["uri"])
         names = {k: str(OmegaConf.select(cfg, f"{k}._name_", default="?")) for k in ("problem", "optim")}
-        run = client.create_run(parent["experiment_id"], run_name=_run_name(names["problem"], names["optim"]), tags={**names, "error": error[:5000], **_sweep_tags()})
-        params = [Param(k, v) for k, v in flatten(OmegaConf.to_container(cfg, resolve=False)).items()]
+        run_id = client.create_run(parent["experiment_id"], _run_name(names["problem"], names["optim"]), {**names, "error": error[:5000], **_sweep_tags()})
+        params = list(flatten(OmegaConf.to_container(cfg, resolve=False)).items())
         for i in range(0, len(params), 100):
-            client.log_batch(run.info.run_id, params=params[i : i + 100])
-        client.set_terminated(run.info.run_id, "FAILED")
+            client.log_batch(run_id, params=params[i : i + 100])
+        client.set_terminated(run_id, "FAILED")
     except Exception as exc:  # the tracking store itself is the problem: the console still says why
         print(f"(could not record the failed job in MLflow: {exc})", file=sys.stderr)
 

@@ -175,7 +175,10 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
 class MetricWriter:
     """Sends metric points to MLflow from a background thread, in batches (log_batch), and beats a
     heartbeat tag (`runner.heartbeat`, epoch seconds) so that `python -m runner reap` can tell a
-    live run from one whose process died. Every point also goes to `history_file` first."""
+    live run from one whose process died. Every point also goes to `history_file` first.
+
+    `client`: a runner.recorder.Recorder (metrics as plain tuples), or for a heartbeat alone any
+    object with MlflowClient's set_tag."""
 
     HEARTBEAT_TAG = "runner.heartbeat"  # read by runner/reap.py
 
@@ -210,8 +213,6 @@ class MetricWriter:
             self.error = TimeoutError(f"the metric writer did not finish within {timeout:.0f} s")
 
     def _work(self) -> None:
-        from mlflow.entities import Metric
-
         while True:
             self._beat()
             closing = self._closing.wait(min(self.interval, max(self._next_beat - time.time(), 0.01)))
@@ -219,7 +220,7 @@ class MetricWriter:
             while self.pending:
                 rows.extend(self.pending.popleft())
             if rows or self._backlog:
-                self._write(rows, Metric, final=closing)
+                self._write(rows, final=closing)
             if closing:
                 return
 
@@ -233,7 +234,7 @@ class MetricWriter:
                 if not is_busy(exc):  # busy: beat again next time
                     self._failed(exc)
 
-    def _write(self, rows, Metric, final: bool = False) -> None:
+    def _write(self, rows, final: bool = False) -> None:
         """Append to the local history, then send everything not yet in the store. A SQLite lock
         that outlasts call_with_retry's wait is contention, not a dead store: the rows wait for
         the next interval (and up to half a minute more at the end) instead of giving the store up."""
@@ -247,7 +248,7 @@ class MetricWriter:
         while self._backlog:
             chunk = self._backlog[:1000]  # MLflow's limit per request
             try:
-                call_with_retry(self.client.log_batch, self.run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in chunk])
+                call_with_retry(self.client.log_batch, self.run_id, metrics=chunk)
             except Exception as exc:  # the loop goes on; the local record keeps the points
                 if is_busy(exc) and time.monotonic() < deadline:
                     continue

@@ -1,0 +1,184 @@
+"""A job's MLflow calls, carried out by a helper process: the job's own process never imports MLflow.
+
+Why a process and not a thread: MLflow's SQLAlchemy store spends about 100 µs of Python per metric
+point (ORM rows, latest-metric updates). In a thread that time is taken from the training loop under
+the GIL; in a helper it runs on another core. Importing MLflow with its SQL store (about 2 s) also
+happens there, while the job imports torch.
+
+The protocol is a request and its answer over a socket pair, in order, one at a time: the job sees
+the same calls, answers and errors as with an MlflowClient of its own (an error comes back as
+`StoreError` with MLflow's message, so "database is locked" still reads as a busy store). Values
+cross as plain tuples; the helper makes MLflow's entities. One helper per store and job process,
+started at launch (`prestart`, so that its imports overlap Hydra's and torch's) or on first
+use, and reused by the jobs of a sweep that share the process. The helper lives in
+a session of its own (a Ctrl-C in the terminal reaches the job, which decides) and leaves when the
+job's process closes the socket or dies.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from runner.errors import UserError
+
+
+class StoreError(Exception):
+    """The tracking store (or the helper that talks to it) refused or failed a call."""
+
+
+class Recorder:
+    """An MLflow client for one store, in a helper process. Methods mirror MlflowClient's, with
+    plain values: metrics as (key, value, timestamp_ms, step), params and tags as (key, value)."""
+
+    def __init__(self):
+        self.uri: Optional[str] = None
+        here, there = socket.socketpair()
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "runner.recorder", str(there.fileno())],
+            pass_fds=(there.fileno(),), stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+        there.close()
+        self._conn = Connection(here.detach())
+        self._lock = threading.Lock()  # the metric writer's thread and the job's thread share it
+
+    def bind(self, uri: str) -> None:
+        """Say which store to use. No answer is awaited: the helper may still be importing MLflow."""
+        self.uri = uri
+        try:
+            self._conn.send(("bind", (uri,)))
+        except OSError:
+            pass  # the next call reports the helper gone
+
+    def _call(self, name: str, *args: Any) -> Any:
+        with self._lock:
+            try:
+                self._conn.send((name, args))
+                ok, value = self._conn.recv()
+            except (OSError, EOFError) as exc:
+                raise StoreError(f"the MLflow helper process stopped ({type(exc).__name__}: {exc})") from None
+        if ok:
+            return value
+        kind, message = value
+        raise (UserError if kind == "UserError" else StoreError)(message)
+
+    def open_experiment(self, name: str) -> str:
+        return self._call("open_experiment", name)
+
+    def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+        return self._call("create_run", experiment_id, run_name, tags)
+
+    def log_batch(self, run_id: str, metrics: Iterable[tuple] = (), params: Iterable[tuple] = (),
+                  tags: Iterable[tuple] = ()) -> None:
+        self._call("log_batch", run_id, list(metrics), list(params), list(tags))
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self._call("set_tag", run_id, key, value)
+
+    def log_artifact(self, run_id: str, path: str) -> None:
+        self._call("log_artifact", run_id, path)
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        self._call("set_terminated", run_id, status)
+
+    def finished_run(self, experiment_id: str, config_hash: str) -> Optional[tuple[str, dict[str, float]]]:
+        """The newest FINISHED run with this config hash: (run id, its metrics), or None."""
+        return self._call("finished_run", experiment_id, config_hash)
+
+    def close(self) -> None:
+        self._conn.close()  # the helper reads end-of-file and leaves
+        self._process.wait(10)
+
+
+_recorders: dict[str, Recorder] = {}
+_spare: Optional[Recorder] = None
+
+
+def prestart() -> None:
+    """Start a helper now, before the store is known: MLflow's import runs alongside Hydra's
+    composition and torch's import instead of after them."""
+    global _spare
+    if _spare is None:
+        _spare = Recorder()
+
+
+def recorder_for(uri: str) -> Recorder:
+    """The helper for `uri` in this process: the prestarted one, else a new one."""
+    global _spare
+    if uri not in _recorders:
+        recorder, _spare = _spare or Recorder(), None
+        recorder.bind(uri)
+        _recorders[uri] = recorder
+    return _recorders[uri]
+
+
+# -- the helper's side ----------------------------------------------------------------------------
+def _commands(uri: str) -> dict:
+    from mlflow.entities import Metric, Param, RunTag
+
+    from runner.tracking import client_for, open_experiment
+
+    client = None
+
+    def store():
+        nonlocal client
+        client = client or client_for(uri)
+        return client
+
+    def log_batch(run_id, metrics, params, tags):
+        store().log_batch(run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in metrics],
+                          params=[Param(k, v) for k, v in params], tags=[RunTag(k, v) for k, v in tags])
+
+    def finished_run(experiment_id, config_hash):
+        runs = store().search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                   filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'")
+        return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
+
+    return {
+        "open_experiment": lambda name: open_experiment(uri, name)[1],  # takes the store lock: a fresh store
+        "create_run": lambda exp, name, tags: store().create_run(exp, run_name=name, tags=tags).info.run_id,
+        "log_batch": log_batch,
+        "set_tag": lambda run_id, key, value: store().set_tag(run_id, key, value),
+        "log_artifact": lambda run_id, path: store().log_artifact(run_id, path),
+        "set_terminated": lambda run_id, status: store().set_terminated(run_id, status),
+        "finished_run": finished_run,
+    }
+
+
+def serve(fd: int) -> None:
+    """Import MLflow, then answer requests until the job's process closes its end."""
+    conn = Connection(fd)
+    from runner.tracking import fail_fast_over_http
+
+    fail_fast_over_http()
+    import mlflow.entities  # noqa: F401  (now, while the job imports torch)
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (the default store; it opens on first use)
+
+    commands: dict = {}
+    while True:
+        try:
+            name, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        if name == "bind":  # no answer: see Recorder.bind
+            commands = _commands(*args)
+            continue
+        try:
+            answer = (True, commands[name](*args))
+        except Exception as exc:  # the job decides what an error means; the helper carries on
+            answer = (False, (type(exc).__name__, str(exc)))
+        try:
+            conn.send(answer)
+        except OSError:
+            return
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -16,6 +16,7 @@ job's process closes the socket or dies.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from runner.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -48,6 +51,7 @@ class Recorder:
         there.close()
         self._conn = Connection(here.detach())
         self._lock = threading.Lock()  # the metric writer's thread and the job's thread share it
+        self._unanswered = 0  # requests sent with `_submit` whose answers are still to be read
 
     def bind(self, uri: str) -> None:
         """Say which store to use. No answer is awaited: the helper may still be importing MLflow."""
@@ -61,6 +65,7 @@ class Recorder:
         with self._lock:
             try:
                 self._conn.send((name, args))
+                self._read_submitted()
                 ok, value = self._conn.recv()
             except (OSError, EOFError) as exc:
                 raise StoreError(f"the MLflow helper process stopped ({type(exc).__name__}: {exc})") from None
@@ -68,6 +73,35 @@ class Recorder:
             return value
         kind, message = value
         raise (UserError if kind == "UserError" else StoreError)(message)
+
+    def _submit(self, name: str, *args: Any) -> None:
+        """Send a request whose answer nobody waits for (it is read, and a failure logged, with the
+        next call's): for work that may fail without failing the record, like drawing a figure."""
+        with self._lock:
+            try:
+                self._conn.send((name, args))
+                self._unanswered += 1
+            except OSError:
+                pass  # the next call reports the helper gone
+
+    def _read_submitted(self) -> None:
+        while self._unanswered:
+            ok, value = self._conn.recv()
+            self._unanswered -= 1
+            if not ok:
+                log.warning("A background task of the MLflow helper failed (%s: %s).", *value)
+
+    def wait(self) -> None:
+        """Return when every submitted request is done."""
+        with self._lock:
+            try:
+                self._read_submitted()
+            except (OSError, EOFError):
+                self._unanswered = 0
+
+    def draw_loss_curve(self, points: list[tuple[int, float]], path: str, title: str) -> None:
+        """loss_curve.png, drawn by the helper while the job draws the problem's own figures."""
+        self._submit("save_loss_curve", points, path, title)
 
     def open_experiment(self, name: str) -> str:
         return self._call("open_experiment", name)
@@ -149,7 +183,14 @@ def _commands(uri: str) -> dict:
         "log_artifact": lambda run_id, path: store().log_artifact(run_id, path),
         "set_terminated": lambda run_id, status: store().set_terminated(run_id, status),
         "finished_run": finished_run,
+        "save_loss_curve": save_loss_curve,
     }
+
+
+def save_loss_curve(points, path, title):
+    from runner.figures import save_loss_curve
+
+    save_loss_curve(points, Path(path), title)
 
 
 def serve(fd: int) -> None:

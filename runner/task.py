@@ -149,7 +149,7 @@ def _plain(kwargs: dict) -> dict:
 
 def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, device) -> float:
     from runner.console import Progress, summary
-    from runner.figures import save_loss_curve, save_problem_figures
+    from runner.figures import save_problem_figures
     from runner.record import LocalRecord
     from runner.recorder import recorder_for
     from runner.tracking import MetricWriter, flatten
@@ -210,7 +210,8 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
         result = _result(problem, job, loop)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=True))
         figures = [out_dir / "loss_curve.png"]
-        save_loss_curve(history, figures[0], f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else ""))
+        # The helper draws the loss curve while this process draws the problem's figures.
+        client.draw_loss_curve(history, str(figures[0]), f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else ""))
         figures += save_problem_figures(problem, job.final_params[0], out_dir)
     except KeyboardInterrupt as exc:
         progress.close()
@@ -239,6 +240,7 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
             finite = [v for v in loop.final_losses if math.isfinite(v)]
             final.update(replicas_diverged=float(len(loop.final_losses) - len(finite)),
                          final_loss_min=min(finite, default=math.nan), final_loss_max=max(finite, default=math.nan))
+        client.wait()  # the loss curve is drawn
         artifacts = [p for p in [out_dir / "result.json", out_dir / "config.yaml", *figures] if p.exists()] if cfg.tracking.artifacts else []
         record.update(status=status, error=error, final_metrics=final, artifacts=[p.name for p in artifacts])
         if writer.error is not None:

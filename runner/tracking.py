@@ -192,7 +192,7 @@ class MetricWriter:
         self._closing = threading.Event()
         self.error: Optional[BaseException] = None
         self.history_file = history_file
-        self._next_beat = 0.0
+        self._next_beat = time.time() + heartbeat  # until then reap goes by the run's start time
         self._backlog: list = []  # rows the store has not taken yet (SQLite busy)
         self.thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
         self.thread.start()

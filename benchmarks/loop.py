@@ -41,36 +41,45 @@ def bare_loop_seconds(steps: int = STEPS) -> float:
     return time.perf_counter() - start
 
 
-def runner_loop_seconds(cwd: Path, *overrides: str, repeats: int) -> float:
+def runner_loop_seconds(cwd: Path, *overrides: str) -> float:
+    """One runner process; its own loop_seconds metric."""
     from mlflow.tracking import MlflowClient
 
-    values = []
-    for i in range(repeats):
-        proc = runner_cli(cwd, f"trainer.steps={STEPS}", "trainer.progress=off", f"tracking.run_name=bench-{i}-{len(overrides)}", *overrides)
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr[-2000:])
-        client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
-        run = client.search_runs([client.get_experiment_by_name("runner").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-        values.append(run.data.metrics["loop_seconds"])
-    return statistics.median(values)
+    proc = runner_cli(cwd, f"trainer.steps={STEPS}", "trainer.progress=off", *overrides)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("runner").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    return run.data.metrics["loop_seconds"]
 
 
 def run(quick: bool = False) -> list[Row]:
-    repeats = 2 if quick else 3
+    """Each repeat measures the bare loop and then the runner's, back to back, and keeps their
+    ratio: the machine drifts between repeats (other tenants), a pair sees the same machine."""
+    repeats = 2 if quick else 5
+    variants = {"default": [], "every": ["trainer.log_every=1"], "none": [f"trainer.log_every={STEPS * 10}"]}
+    ratios: dict[str, list[float]] = {k: [] for k in variants}
+    seconds: dict[str, list[float]] = {k: [] for k in [*variants, "bare"]}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         runner_cli(tmp, "trainer.steps=1", "trainer.progress=off")  # the store exists
-        bare = statistics.median(bare_loop_seconds() for _ in range(repeats))
-        default = runner_loop_seconds(tmp, repeats=repeats)
-        every = runner_loop_seconds(tmp, "trainer.log_every=1", repeats=2)
-        none = runner_loop_seconds(tmp, f"trainer.log_every={STEPS * 10}", repeats=2)
-        bare_after = statistics.median(bare_loop_seconds() for _ in range(repeats))  # the machine drifts
-        bare = min(bare, bare_after)
-    per_point = (every - none) / STEPS
+        bare_loop_seconds(100)  # torch's optimiser machinery imported
+        for i in range(repeats):
+            for name, overrides in variants.items():
+                if name != "default" and i >= 3:
+                    continue  # the default cadence is the headline figure: it gets the most repeats
+                bare = bare_loop_seconds()
+                ran = runner_loop_seconds(tmp, f"tracking.run_name=bench-{name}-{i}", *overrides)
+                seconds["bare"].append(bare)
+                seconds[name].append(ran)
+                ratios[name].append(ran / bare)
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    per_point = (med["every"] - med["none"]) / STEPS
     return [
-        Row("loop", f"poly + adam, {STEPS} steps, tracking on (log_every=10) / bare PyTorch loop", "ratio", default / bare, target="<= 1.10",
-            detail=f"runner {default:.3f} s, bare {bare:.3f} s ({bare / STEPS * 1e6:.0f} us/step)"),
-        Row("loop", f"same, logging every step ({STEPS} points) / bare loop", "ratio", every / bare, target="<= 1.25"),
+        Row("loop", f"poly + adam, {STEPS} steps, tracking on (log_every=10) / bare PyTorch loop", "ratio", statistics.median(ratios["default"]), target="<= 1.10",
+            detail=f"median of {len(ratios['default'])} back-to-back pairs; runner {med['default']:.3f} s, bare {med['bare']:.3f} s ({med['bare'] / STEPS * 1e6:.0f} us/step)"),
+        Row("loop", f"same, logging every step ({STEPS} points) / bare loop", "ratio", statistics.median(ratios["every"]), target="<= 1.25",
+            detail=f"median of {len(ratios['every'])} pairs"),
         Row("loop", "extra cost per logged point, amortised (log_every=1 vs 1 point)", "us per point", per_point * 1e6, "us", target="<= 100",
-            detail="points go to SQLite from a background thread in batches"),
+            detail="points go to the MLflow helper process in batches, once a second"),
     ]

@@ -149,12 +149,14 @@ def _plain(kwargs: dict) -> dict:
 
 def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, device) -> float:
     from runner.console import Progress, summary
-    from runner.figures import save_problem_figures
+    from runner.figures import save_loss_curve, save_problem_figures
     from runner.record import LocalRecord
     from runner.recorder import recorder_for
     from runner.tracking import MetricWriter, flatten
 
     problem_name, optim_name = plugins["problem"], plugins["optim"]
+    import matplotlib.figure  # noqa: F401  (for the figures: now, while the helper may still be importing MLflow)
+
     client = recorder_for(uri)
     experiment_id = _open_experiment(client, uri, cfg.tracking.experiment)
     name = cfg.tracking.run_name or _run_name(problem_name, optim_name, plugins.get("sched"))
@@ -210,8 +212,11 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
         result = _result(problem, job, loop)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=True))
         figures = [out_dir / "loss_curve.png"]
-        # The helper draws the loss curve while this process draws the problem's figures.
-        client.draw_loss_curve(history, str(figures[0]), f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else ""))
+        title = f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else "")
+        if _is_multirun():  # the helper draws it while this process draws the problem's figures
+            client.draw_loss_curve(history, str(figures[0]), title)
+        else:  # a single run: the helper would first have to import matplotlib
+            save_loss_curve(history, figures[0], title)
         figures += save_problem_figures(problem, job.final_params[0], out_dir)
     except KeyboardInterrupt as exc:
         progress.close()

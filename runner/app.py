@@ -18,9 +18,10 @@ def launch(argv: list[str]) -> None:
     from runner.tracking import fail_fast_over_http
 
     fail_fast_over_http()
-    from runner.recorder import prestart
+    if not {"-m", "--multirun"} & set(argv):  # a sweep starts it once it knows its launcher (runner.sweep)
+        from runner.recorder import prestart
 
-    prestart()  # MLflow's import, in the helper, overlaps Hydra's composition and torch's import
+        prestart()  # MLflow's import, in the helper, overlaps Hydra's composition and torch's import
     configs.register()
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)
     sys.argv = [sys.argv[0], *argv]

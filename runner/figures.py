@@ -5,6 +5,7 @@ thread) and without a layout engine: tight_layout alone cost more than the rest 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 
@@ -29,12 +30,18 @@ def save_loss_curve(points: list[tuple[int, float]], path: Path, title: str) -> 
         (line,) = ax.plot([], [], lw=1.5)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
+        # Fixed places for the axis labels: placing them by the tick labels' extents was a
+        # quarter of the drawing time. The loss's tick labels ("1e-05", "200") fit the margin.
+        ax.xaxis.set_label_coords(0.5, -0.09)
+        ax.yaxis.set_label_coords(-0.11, 0.5)
         ax.grid(True, which="major", alpha=0.3)
         _loss_figure = fig, ax, line
     fig, ax, line = _loss_figure
     steps = [s for s, _ in points]
     values = [v for _, v in points]
-    scale = "log" if values and min(values) > 0 else "linear"
+    finite = [v for v in values if math.isfinite(v)]
+    # Log where the loss spans a decade or more: below that a log axis has no labelled tick.
+    scale = "log" if finite and min(finite) > 0 and max(finite) >= 10 * min(finite) else "linear"
     if ax.get_yscale() != scale:
         ax.set_yscale(scale)
         if scale == "log":
@@ -42,17 +49,19 @@ def save_loss_curve(points: list[tuple[int, float]], path: Path, title: str) -> 
     line.set_data(steps, values)
     ax.relim()
     ax.autoscale_view()
-    ax.set_title(title[:80], fontsize=10)
+    ax.set_title(title[:80], fontsize=10, y=1.0)  # a given height: no search for a free one
     fig.savefig(path, dpi=80)
 
 
 def plain_log_labels(axis) -> None:
-    """'1e-05' instead of mathtext's 10^-5 on a log axis: the same information, a third of the
-    drawing time of a small figure (mathtext layout is most of it)."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    """'1e-05' instead of mathtext's 10^-5 on a log axis, and no minor ticks: the same
+    information, a third of the drawing time of a small figure (mathtext layout is most of it,
+    then the eight unlabelled minor ticks per decade)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")))
     axis.set_minor_formatter(NullFormatter())
+    axis.set_minor_locator(NullLocator())
 
 
 def save_problem_figures(problem, params, folder: Path) -> list[Path]:

@@ -5,10 +5,12 @@ point (ORM rows, latest-metric updates). In a thread that time is taken from the
 the GIL; in a helper it runs on another core. Importing MLflow with its SQL store (about 2 s) also
 happens there, while the job imports torch.
 
-The protocol is a request and its answer over a socket pair, in order, one at a time: the job sees
-the same calls, answers and errors as with an MlflowClient of its own (an error comes back as
-`StoreError` with MLflow's message, so "database is locked" still reads as a busy store). Values
-cross as plain tuples; the helper makes MLflow's entities. One helper per store and job process,
+The protocol is requests and their answers over a socket pair, in order: the job sees the same
+calls, answers and errors as with an MlflowClient of its own (an error comes back as `StoreError`
+with MLflow's message; a busy SQLite store is retried by the helper first). A call made with
+`wait=False` returns at once: its answer is read with the next call's, and a failure is raised
+there (the record is then incomplete, whichever call notices). Values cross as plain tuples; the
+helper makes MLflow's entities. One helper per store and job process,
 started at launch (`prestart`, so that its imports overlap Hydra's and torch's) or on first
 use, and reused by the jobs of a sweep that share the process. The helper lives in
 a session of its own (a Ctrl-C in the terminal reaches the job, which decides) and leaves when the
@@ -51,7 +53,8 @@ class Recorder:
         there.close()
         self._conn = Connection(here.detach())
         self._lock = threading.Lock()  # the metric writer's thread and the job's thread share it
-        self._unanswered = 0  # requests sent with `_submit` whose answers are still to be read
+        self._unanswered: list[str] = []  # requests sent without waiting, answers still to be read
+        self._failure: Optional[BaseException] = None  # the first of them that failed
 
     def bind(self, uri: str) -> None:
         """Say which store to use. No answer is awaited: the helper may still be importing MLflow."""
@@ -61,47 +64,43 @@ class Recorder:
         except OSError:
             pass  # the next call reports the helper gone
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, wait: bool = True) -> Any:
         with self._lock:
             try:
                 self._conn.send((name, args))
-                self._read_submitted()
+                if not wait:
+                    self._unanswered.append(name)
+                    return None
+                self._read_unanswered()
                 ok, value = self._conn.recv()
             except (OSError, EOFError) as exc:
+                self._unanswered.clear()
                 raise StoreError(f"the MLflow helper process stopped ({type(exc).__name__}: {exc})") from None
-        if ok:
-            return value
-        kind, message = value
-        raise (UserError if kind == "UserError" else StoreError)(message)
+            failure, self._failure = self._failure, None
+        if not ok:
+            raise _error(value)
+        if failure is not None:
+            raise failure
+        return value
 
-    def _submit(self, name: str, *args: Any) -> None:
-        """Send a request whose answer nobody waits for (it is read, and a failure logged, with the
-        next call's): for work that may fail without failing the record, like drawing a figure."""
-        with self._lock:
-            try:
-                self._conn.send((name, args))
-                self._unanswered += 1
-            except OSError:
-                pass  # the next call reports the helper gone
-
-    def _read_submitted(self) -> None:
+    def _read_unanswered(self) -> None:
         while self._unanswered:
+            name = self._unanswered.pop(0)
             ok, value = self._conn.recv()
-            self._unanswered -= 1
-            if not ok:
-                log.warning("A background task of the MLflow helper failed (%s: %s).", *value)
+            if ok:
+                continue
+            if name in _BACKGROUND:  # a figure: the record is complete without it
+                log.warning("The MLflow helper could not %s (%s: %s).", _BACKGROUND[name], *value)
+            elif self._failure is None:
+                self._failure = _error(value)
 
     def wait(self) -> None:
-        """Return when every submitted request is done."""
-        with self._lock:
-            try:
-                self._read_submitted()
-            except (OSError, EOFError):
-                self._unanswered = 0
+        """Return when every request sent without waiting is done; raise the first failure."""
+        self._call("ping")
 
     def draw_loss_curve(self, points: list[tuple[int, float]], path: str, title: str) -> None:
         """loss_curve.png, drawn by the helper while the job draws the problem's own figures."""
-        self._submit("save_loss_curve", points, path, title)
+        self._call("save_loss_curve", points, path, title, wait=False)
 
     def open_experiment(self, name: str) -> str:
         return self._call("open_experiment", name)
@@ -110,14 +109,14 @@ class Recorder:
         return self._call("create_run", experiment_id, run_name, tags)
 
     def log_batch(self, run_id: str, metrics: Iterable[tuple] = (), params: Iterable[tuple] = (),
-                  tags: Iterable[tuple] = ()) -> None:
-        self._call("log_batch", run_id, list(metrics), list(params), list(tags))
+                  tags: Iterable[tuple] = (), wait: bool = True) -> None:
+        self._call("log_batch", run_id, list(metrics), list(params), list(tags), wait=wait)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self._call("set_tag", run_id, key, value)
 
-    def log_artifact(self, run_id: str, path: str) -> None:
-        self._call("log_artifact", run_id, path)
+    def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None:
+        self._call("log_artifact", run_id, path, wait=wait)
 
     def set_terminated(self, run_id: str, status: str) -> None:
         self._call("set_terminated", run_id, status)
@@ -129,6 +128,14 @@ class Recorder:
     def close(self) -> None:
         self._conn.close()  # the helper reads end-of-file and leaves
         self._process.wait(10)
+
+
+_BACKGROUND = {"save_loss_curve": "draw the loss curve"}  # requests whose failure is only a warning
+
+
+def _error(answer: tuple[str, str]) -> Exception:
+    kind, message = answer
+    return (UserError if kind == "UserError" else StoreError)(message)
 
 
 _recorders: dict[str, Recorder] = {}
@@ -184,6 +191,7 @@ def _commands(uri: str) -> dict:
         "set_terminated": lambda run_id, status: store().set_terminated(run_id, status),
         "finished_run": finished_run,
         "save_loss_curve": save_loss_curve,
+        "ping": lambda: None,
     }
 
 
@@ -196,7 +204,7 @@ def save_loss_curve(points, path, title):
 def serve(fd: int) -> None:
     """Import MLflow, then answer requests until the job's process closes its end."""
     conn = Connection(fd)
-    from runner.tracking import fail_fast_over_http
+    from runner.tracking import call_with_retry, fail_fast_over_http
 
     fail_fast_over_http()
     import mlflow.entities  # noqa: F401  (now, while the job imports torch)
@@ -212,7 +220,7 @@ def serve(fd: int) -> None:
             commands = _commands(*args)
             continue
         try:
-            answer = (True, commands[name](*args))
+            answer = (True, call_with_retry(commands[name], *args))  # a busy SQLite store: wait for it
         except Exception as exc:  # the job decides what an error means; the helper carries on
             answer = (False, (type(exc).__name__, str(exc)))
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
 
@@ -45,6 +45,10 @@ def start(config: DictConfig) -> dict:
 
     uri = resolve_uri(config.tracking.uri)
     check_reachable(uri)
+    if "BasicLauncher" in str(OmegaConf.select(config, "hydra.launcher._target_", default="")):
+        from runner.recorder import prestart
+
+        prestart()  # the jobs run in this process: their MLflow helper imports while this one opens the parent
     client, experiment_id = open_experiment(uri, config.tracking.experiment)
     overrides = [str(o) for o in config.hydra.overrides.task]
     choices = config.hydra.runtime.choices

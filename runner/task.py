@@ -149,7 +149,6 @@ def _plain(kwargs: dict) -> dict:
 
 def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, device) -> float:
     from runner.console import Progress, summary
-    from runner.figures import save_loss_curve, save_problem_figures
     from runner.record import LocalRecord
     from runner.recorder import recorder_for
     from runner.tracking import MetricWriter, flatten
@@ -174,7 +173,7 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
     record = LocalRecord(out_dir, run_id=run_id, tracking_uri=uri, experiment=cfg.tracking.experiment,
                          experiment_id=experiment_id, run_name=name, tags=tags, params=flat_params)
     store = _Store(client, run_id)
-    status, error, result, loop, figures = "FINISHED", None, None, None, []
+    status, error, result, loop = "FINISHED", None, None, None
     history: list[tuple[int, float]] = []
     writer = MetricWriter(client, run_id, out_dir / "metrics.csv")
     mode = trainer["progress"]
@@ -191,7 +190,7 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
     try:
         params_list = list(flat_params.items())
         for i in range(0, len(params_list), 100):
-            store.call(client.log_batch, run_id, params=params_list[i : i + 100])
+            store.call(client.log_batch, run_id, params=params_list[i : i + 100], wait=False)  # done while the loop runs
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         loop = job.run(
             steps=trainer["steps"],
@@ -211,13 +210,6 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
             writer.put(key, points)
         result = _result(problem, job, loop)
         (out_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=True))
-        figures = [out_dir / "loss_curve.png"]
-        title = f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else "")
-        if _is_multirun():  # the helper draws it while this process draws the problem's figures
-            client.draw_loss_curve(history, str(figures[0]), title)
-        else:  # a single run: the helper would first have to import matplotlib
-            save_loss_curve(history, figures[0], title)
-        figures += save_problem_figures(problem, job.final_params[0], out_dir)
     except KeyboardInterrupt as exc:
         progress.close()
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C leaves at once
@@ -233,6 +225,8 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         writer.close()
+        if writer.error is not None:
+            store.failed = writer.error  # the store is gone: do not wait on it again
         final = {}
         if loop is not None:
             final = {"final_loss": loop.final_loss, "steps": float(loop.steps), "loop_seconds": loop.seconds,
@@ -245,19 +239,21 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
             finite = [v for v in loop.final_losses if math.isfinite(v)]
             final.update(replicas_diverged=float(len(loop.final_losses) - len(finite)),
                          final_loss_min=min(finite, default=math.nan), final_loss_max=max(finite, default=math.nan))
-        client.wait()  # the loss curve is drawn
-        artifacts = [p for p in [out_dir / "result.json", out_dir / "config.yaml", *figures] if p.exists()] if cfg.tracking.artifacts else []
-        record.update(status=status, error=error, final_metrics=final, artifacts=[p.name for p in artifacts])
-        if writer.error is not None:
-            store.failed = writer.error  # the store is gone: do not wait on it again
-        timestamp = _now_ms()
         end_tags = [("error", error[:5000])] if error else []
         if loop is not None:  # the origin of the loss points' timestamps: reports plot loss against seconds
             end_tags += [("loop_started_at", f"{loop.started_at:.6f}"), ("compiled", job.compile.reason)]
-        store.call(client.log_batch, run_id, metrics=[(k, v, timestamp, 0) for k, v in final.items()], tags=end_tags)
+        # Sent without waiting: the helper records them while this process draws the figures.
+        store.call(client.log_batch, run_id, metrics=[(k, v, _now_ms(), 0) for k, v in final.items()], tags=end_tags, wait=False)
+        artifacts = [p for p in (out_dir / "result.json", out_dir / "config.yaml") if p.exists()] if cfg.tracking.artifacts else []
         for path in artifacts:
-            store.call(client.log_artifact, run_id, str(path))
-        store.call(client.set_terminated, run_id, status)
+            store.call(client.log_artifact, run_id, str(path), wait=False)
+        if result is not None and status != "KILLED":
+            figures = _figures(client, store, problem, job, history, name, out_dir)
+            for path in figures if cfg.tracking.artifacts else []:
+                store.call(client.log_artifact, run_id, str(path), wait=False)
+                artifacts.append(path)
+        record.update(status=status, error=error, final_metrics=final, artifacts=[p.name for p in artifacts])
+        store.call(client.set_terminated, run_id, status)  # its answer comes after every one sent before
         record.update(synced=store.failed is None)
         if loop is not None and result is not None and _is_multirun():
             job_num = _hydra().job.num
@@ -272,6 +268,28 @@ def _record_and_optimise(cfg, resolved, trainer, plugins, problem, job, uri, dev
     if status == "FAILED":
         raise RunFailed(error)
     return loop.final_loss
+
+
+def _figures(client, store, problem, job, history, name: str, out_dir: Path) -> list[Path]:
+    """loss_curve.png and the problem's own figures. A figure that cannot be drawn is a warning
+    (and a `figures_error` tag), not a failed run: the optimisation's record is complete without it."""
+    from runner.figures import save_loss_curve, save_problem_figures
+
+    figures = [out_dir / "loss_curve.png"]
+    title = f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else "")
+    try:
+        if _is_multirun():  # the helper draws it while this process draws the problem's figures
+            client.draw_loss_curve(history, str(figures[0]), title)
+        else:  # a single run: the helper would first have to import matplotlib
+            save_loss_curve(history, figures[0], title)
+        figures += save_problem_figures(problem, job.final_params[0], out_dir)
+    except Exception as exc:
+        (out_dir / "figures_traceback.txt").write_text(traceback.format_exc())
+        log.warning("A figure of the run could not be drawn (%s: %s); traceback in %s.", type(exc).__name__, exc, out_dir / "figures_traceback.txt")
+        store.call(client.set_tag, store.run_id, "figures_error", f"{type(exc).__name__}: {exc}"[:5000])
+        figures += [p for p in out_dir.glob("*.png") if p not in figures]  # those drawn before it failed
+    store.call(client.wait)  # the helper's loss curve is drawn (a failure to draw it is only logged)
+    return [p for p in figures if p.exists()]
 
 
 def _targets(problem) -> dict[str, float]:
@@ -325,10 +343,8 @@ class _Store:
     def call(self, fn, *args, **kwargs) -> bool:
         if self.failed is not None:
             return False
-        from runner.tracking import call_with_retry
-
         try:
-            call_with_retry(fn, *args, **kwargs)
+            fn(*args, **kwargs)  # the helper retries a busy SQLite store itself
             return True
         except Exception as exc:  # the local record keeps everything; sync uploads it later
             self.failed = exc

@@ -229,7 +229,7 @@ class MetricWriter:
         if self.error is None and now >= self._next_beat:
             self._next_beat = now + self.heartbeat
             try:
-                call_with_retry(self.client.set_tag, self.run_id, self.HEARTBEAT_TAG, f"{now:.0f}")
+                self.client.set_tag(self.run_id, self.HEARTBEAT_TAG, f"{now:.0f}")
             except Exception as exc:
                 if not is_busy(exc):  # busy: beat again next time
                     self._failed(exc)
@@ -248,7 +248,7 @@ class MetricWriter:
         while self._backlog:
             chunk = self._backlog[:1000]  # MLflow's limit per request
             try:
-                call_with_retry(self.client.log_batch, self.run_id, metrics=chunk)
+                self.client.log_batch(self.run_id, metrics=chunk)  # the helper retries a busy store first
             except Exception as exc:  # the loop goes on; the local record keeps the points
                 if is_busy(exc) and time.monotonic() < deadline:
                     continue

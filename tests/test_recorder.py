@@ -61,7 +61,44 @@ def test_a_figure_that_cannot_be_drawn_is_a_warning_not_a_store_failure(recorder
     with caplog.at_level(logging.WARNING, logger="runner.recorder"):
         run_id = recorder.create_run(exp, "r", {})  # reads the two answers first
     assert run_id and (tmp_path / "ok.png").stat().st_size > 1000
-    assert any("background task" in r.message and "dir.png" in r.message for r in caplog.records)
+    assert any("loss curve" in r.message and "dir.png" in r.message for r in caplog.records)
+
+
+def test_a_call_sent_without_waiting_reports_its_failure_with_the_next_call(recorder):
+    exp = recorder.open_experiment("runner")
+    run_id = recorder.create_run(exp, "r", {})
+    recorder.log_batch(run_id, params=[("a", "1")], wait=False)
+    recorder.log_batch("0123456789abcdef", metrics=[("loss", 1.0, 0, 0)], wait=False)  # no such run
+    recorder.log_batch(run_id, params=[("b", "2")], wait=False)
+    with pytest.raises(StoreError, match="0123456789abcdef"):
+        recorder.wait()
+    recorder.wait()  # reported once
+    recorder.set_terminated(run_id, "FINISHED")
+
+
+def test_a_figure_that_raises_leaves_a_finished_record_and_says_why(recorder, tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from runner.task import _figures, _Store
+
+    class Broken:
+        def figures(self, params):
+            raise RuntimeError("no figure today")
+
+    exp = recorder.open_experiment("runner")
+    run_id = recorder.create_run(exp, "r", {})
+    store = _Store(recorder, run_id)
+    job = SimpleNamespace(replicas=1, final_params=[{}])
+    with caplog.at_level(logging.WARNING, logger="runner"):
+        drawn = _figures(recorder, store, Broken(), job, [(0, 2.0), (10, 1.0)], "r", tmp_path)
+    assert drawn == [tmp_path / "loss_curve.png"] and store.failed is None
+    assert "no figure today" in (tmp_path / "figures_traceback.txt").read_text()
+    assert any("could not be drawn" in r.message for r in caplog.records)
+    assert store_tags(tmp_path, run_id)["figures_error"] == "RuntimeError: no figure today"
+
+
+def store_tags(tmp_path, run_id):
+    return store(tmp_path).get_run(run_id).data.tags
 
 
 def test_the_helper_leaves_when_its_job_closes_or_dies(tmp_path):

@@ -147,7 +147,7 @@ class Poly(LinearLeastSquares):
             ax.plot(xs, np.polyval(self.true_coefficients, xs), "--", lw=1, label="truth")
         ax.set_xlabel("x")
         ax.set_ylabel("y")
-        ax.set_title("Polynomial fit: " + _format_poly(coef), fontsize=10)
+        ax.set_title("Polynomial fit: " + _format_poly(coef), fontsize=10, y=1.0)  # given height: no search
         ax.legend()
         return {"fit": fig}
 

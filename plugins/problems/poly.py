@@ -18,6 +18,7 @@ import torch
 from plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
 
 TUTORIAL_COEFFICIENTS = [1.0, 2.0, 3.0]  # x^2 + 2x + 3
+_fit_figure = None  # (figure, axes, lines): see Poly.figures
 
 
 class Poly(LinearLeastSquares):
@@ -134,19 +135,32 @@ class Poly(LinearLeastSquares):
         return out
 
     def figures(self, params):
-        from matplotlib.figure import Figure
+        """fit.png: the data, the fitted polynomial and the truth where known. The Figure is built
+        once per process and redrawn with each run's data (building axes and ticks anew cost more
+        than a short run's loop); save it before the next call."""
+        global _fit_figure
+        if _fit_figure is None:
+            from matplotlib.figure import Figure
 
+            fig = Figure(figsize=(6, 4))
+            fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.12)
+            ax = fig.add_subplot()
+            lines = (ax.plot([], [], "o", ms=4)[0], ax.plot([], [], "-")[0], ax.plot([], [], "--", lw=1)[0])
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+            _fit_figure = fig, ax, lines
+        fig, ax, (data, fit, truth) = _fit_figure
         coef = self.coefficients(params)
-        fig = Figure(figsize=(6, 4))
-        fig.subplots_adjust(left=0.13, right=0.97, top=0.9, bottom=0.12)
-        ax = fig.add_subplot()
         xs = np.linspace(self.x.min(), self.x.max(), 400)
-        ax.plot(self.x, self.y, "o", ms=4, label=f"data ({len(self.x)} samples)")
-        ax.plot(xs, np.polyval(coef, xs), "-", label="fit")
-        if self.true_coefficients is not None:
-            ax.plot(xs, np.polyval(self.true_coefficients, xs), "--", lw=1, label="truth")
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
+        data.set_data(self.x, self.y)
+        data.set_label(f"data ({len(self.x)} samples)")
+        fit.set_data(xs, np.polyval(coef, xs))
+        fit.set_label("fit")
+        known = self.true_coefficients is not None
+        truth.set_data(xs, np.polyval(self.true_coefficients, xs) if known else [])
+        truth.set_label("truth" if known else "_nolegend_")
+        ax.relim()
+        ax.autoscale_view()
         ax.set_title("Polynomial fit: " + _format_poly(coef), fontsize=10, y=1.0)  # given height: no search
         ax.legend()
         return {"fit": fig}

@@ -25,9 +25,11 @@ def main() -> None:
     start = time.perf_counter()
     for name in args.only or SECTIONS:
         print(f"== {name}", flush=True)
+        began = time.perf_counter()
         section_rows = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
         for row in section_rows:
             print(format_row(row), flush=True)
+        print(f"   ({time.perf_counter() - began:.0f} s)", flush=True)
         rows += section_rows
     text = markdown(rows, time.perf_counter() - start, args.quick)
     Path(args.out).write_text(text)

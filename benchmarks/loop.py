@@ -37,7 +37,7 @@ def bare_loop_seconds(steps: int = STEPS) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         opt.step(closure)
-    float(closure())
+    float(closure().detach())
     return time.perf_counter() - start
 
 

@@ -12,9 +12,9 @@ with MLflow's message; a busy SQLite store is retried by the helper first). A ca
 there (the record is then incomplete, whichever call notices). Values cross as plain tuples; the
 helper makes MLflow's entities. One helper per store and job process,
 started at launch (`prestart`, so that its imports overlap Hydra's and torch's) or on first
-use, and reused by the jobs of a sweep that share the process. The helper lives in
-a session of its own (a Ctrl-C in the terminal reaches the job, which decides) and leaves when the
-job's process closes the socket or dies.
+use, and reused by the jobs of a sweep that share the process. The helper lives in a session of
+its own and ignores SIGINT and SIGTERM (the job decides what a signal means and closes its run
+through the helper); it leaves when the job's process closes the socket or dies.
 """
 from __future__ import annotations
 
@@ -203,6 +203,13 @@ def save_loss_curve(points, path, title):
 
 def serve(fd: int) -> None:
     """Import MLflow, then answer requests until the job's process closes its end."""
+    import signal
+
+    # A scheduler's SIGTERM (SLURM's scancel, a pod's stop) reaches every process of the job at
+    # once; the job handles it by closing its run KILLED through this helper, which must outlive
+    # it. The helper leaves when the job's end of the socket closes, however the job ends.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
     from runner.tracking import call_with_retry, fail_fast_over_http
 

@@ -92,6 +92,36 @@ def test_signal_stops_a_run_which_is_recorded_killed(workdir, sig, code):
     assert record["status"] == "KILLED" and record["synced"] is True
 
 
+def helper_of(pid: int) -> int:
+    """The MLflow helper process (runner/recorder.py) started by the runner process `pid`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"runner.recorder" in cmdline:
+            return int(stat.parent.name)
+    raise AssertionError(f"no MLflow helper under process {pid}")
+
+
+@LOAD_SENSITIVE
+def test_sigterm_to_every_process_of_the_job_still_closes_the_run_killed(workdir):
+    """A scheduler (SLURM's scancel, a container stop) signals every process of the job at once:
+    the helper must outlive the job's clean-up, which records the run through it."""
+    proc = start(workdir, *LONG)
+    wait_for_points(workdir, proc=proc)
+    helper = helper_of(proc.pid)
+    os.kill(helper, signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (proc.returncode, out[-2000:], err[-2000:])
+    (run,) = all_runs(workdir)
+    assert run.info.status == "KILLED" and "stopped answering" not in err, (run.info.status, err[-2000:])
+    record = json.loads((Path(run.data.tags["output_dir"]) / "record.json").read_text())
+    assert record["synced"] is True
+
+
 @LOAD_SENSITIVE
 def test_signal_stops_a_sweep_and_closes_its_parent(workdir):
     proc = start(workdir, "-m", "trainer.seed=0,1,2", *LONG)

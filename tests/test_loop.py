@@ -67,3 +67,29 @@ def test_lbfgs_closure_and_interrupt_flushes_points():
     with pytest.raises(KeyboardInterrupt):
         optimise(loss, opt, steps=100, log_every=1, check_every=50, on_points=lambda d, p, t: seen.extend(p))
     assert [s for s, _ in seen] == list(range(7))
+
+
+def test_fused_optimisers_are_used_where_torch_has_them_and_follow_the_same_path():
+    import torch
+
+    from plugins.optimizers.torch_optim import adam, nadam, sgd
+    from plugins.problems.poly import Poly
+
+    c = torch.zeros(3, requires_grad=True)
+    assert adam([c]).defaults["fused"] is True and sgd([c]).defaults["fused"] is True
+    assert adam([c], fused=False).defaults["fused"] is False  # the user's choice wins
+    assert adam([c], foreach=True).defaults["fused"] is None
+    assert nadam([c]).defaults.get("fused") is None  # torch has no fused NAdam
+
+    problem = Poly()
+    finals = []
+    for fused in (True, False):
+        params = problem.initial_params(torch.Generator().manual_seed(0), torch.device("cpu"), torch.float64)
+        params["c"].requires_grad_(True)
+        opt = adam([params["c"]], fused=fused)
+        for _ in range(300):
+            opt.zero_grad()
+            problem.loss(params).backward()
+            opt.step()
+        finals.append(params["c"].detach())
+    torch.testing.assert_close(finals[0], finals[1], rtol=1e-10, atol=1e-12)

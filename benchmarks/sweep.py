@@ -43,7 +43,7 @@ def bare_mlflow_seconds(db: Path, n: int = 30) -> float:
 
 def run(quick: bool = False) -> list[Row]:
     n = 20 if quick else 100
-    sizes = {"basic": n, "joblib": n // 2}  # the per-run target is about the basic launcher's 100 runs
+    sizes = {"basic": n, "joblib": n // 3}  # the per-run target is about the basic launcher's 100 runs
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -43,6 +43,7 @@ class Recorder:
 
     def __init__(self):
         self.uri: Optional[str] = None
+        self.owner = os.getpid()  # a forked child must not share the socket: it starts its own
         here, there = socket.socketpair()
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
@@ -146,15 +147,16 @@ def prestart() -> None:
     """Start a helper now, before the store is known: MLflow's import runs alongside Hydra's
     composition and torch's import instead of after them."""
     global _spare
-    if _spare is None:
+    if _spare is None or _spare.owner != os.getpid():
         _spare = Recorder()
 
 
 def recorder_for(uri: str) -> Recorder:
     """The helper for `uri` in this process: the prestarted one, else a new one."""
     global _spare
-    if uri not in _recorders:
-        recorder, _spare = _spare or Recorder(), None
+    if uri not in _recorders or _recorders[uri].owner != os.getpid():
+        recorder = _spare if _spare is not None and _spare.owner == os.getpid() else Recorder()
+        _spare = None
         recorder.bind(uri)
         _recorders[uri] = recorder
     return _recorders[uri]

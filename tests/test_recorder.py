@@ -157,3 +157,23 @@ def test_ctrl_c_in_the_terminal_reaches_the_job_not_its_helper(tmp_path):
     finally:
         job.kill()
     assert job.returncode != 0
+
+
+def test_a_forked_process_gets_a_helper_of_its_own(tmp_path):
+    from runner import recorder as module
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = module.recorder_for(uri)
+    parent.open_experiment("runner")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new helper, and the parent's still answers the parent
+        try:
+            child = module.recorder_for(uri)
+            os.write(write, b"1" if child is not parent and child.create_run(child.open_experiment("runner"), "from-child", {}) else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert parent.create_run(parent.open_experiment("runner"), "from-parent", {})
+    assert sorted(r.info.run_name for r in all_runs(tmp_path)) == ["from-child", "from-parent"]

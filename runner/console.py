@@ -21,10 +21,11 @@ class Progress:
 
     def update(self, done: int, loss: Optional[float]) -> None:
         if self.bar is not None:
-            self.bar.n = done
+            # update() redraws at most every tqdm's mininterval (0.1 s); a refresh() per call
+            # redrew the terminal every check_every steps, from the loop's thread.
             if loss is not None:
                 self.bar.set_postfix_str(f"loss={loss:.4g}", refresh=False)
-            self.bar.refresh()
+            self.bar.update(done - self.bar.n)
         elif self.mode == "lines" and (done >= self.next_line or done == self.total):
             # About ten lines per run, whatever its length.
             self.next_line = done + max(1, self.total // 10)

@@ -18,6 +18,7 @@ through the helper); it leaves when the job's process closes the socket or dies.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -126,9 +127,9 @@ class Recorder:
         """The newest FINISHED run with this config hash: (run id, its metrics), or None."""
         return self._call("finished_run", experiment_id, config_hash)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10) -> None:
         self._conn.close()  # the helper reads end-of-file and leaves
-        self._process.wait(10)
+        self._process.wait(timeout)
 
 
 _BACKGROUND = {"save_loss_curve": "draw the loss curve"}  # requests whose failure is only a warning
@@ -141,6 +142,18 @@ def _error(answer: tuple[str, str]) -> Exception:
 
 _recorders: dict[str, Recorder] = {}
 _spare: Optional[Recorder] = None
+
+
+@atexit.register
+def _close_all() -> None:
+    """At exit, let each helper go and wait for it: every request was answered by then, and a
+    helper nobody waits for stays a zombie where the container's first process does not reap."""
+    for recorder in [*_recorders.values(), _spare]:
+        if recorder is not None and recorder.owner == os.getpid():
+            try:
+                recorder.close(timeout=5)
+            except Exception:  # a helper that does not leave in time is left to its own end-of-file
+                pass
 
 
 def prestart() -> None:
@@ -223,8 +236,9 @@ def serve(fd: int) -> None:
     while True:
         try:
             name, args = conn.recv()
-        except (EOFError, OSError):
-            return
+        except (EOFError, OSError):  # the job's process is gone or done: every answer was sent
+            sys.stderr.flush()
+            os._exit(0)  # no teardown of MLflow's modules: the job may be waiting for this exit
         if name == "bind":  # no answer: see Recorder.bind
             commands = _commands(*args)
             continue

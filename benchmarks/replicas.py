@@ -28,7 +28,7 @@ def loop_seconds(replicas: int, device: torch.device) -> float:
 def run(quick: bool = False) -> list[Row]:
     """Each repeat times one replica, then R=256, then R=4096, back to back, and keeps the ratios:
     the machine drifts between repeats, a repeat sees one machine."""
-    repeats = 2 if quick else 5
+    repeats = 2 if quick else 9  # cheap (a second a repeat), and the machine is noisy
     rows = []
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         device = torch.device(dev)

@@ -222,15 +222,16 @@ class _ReplicaSSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, c, PhiT, Phi, t, scale):
-        residual = c @ PhiT - t  # (R, n)
+        residual = torch.addmm(t, c, PhiT, beta=-1)  # c Phi' - t, (R, n), one kernel
         ctx.save_for_backward(residual, Phi)
         ctx.scale = scale
-        return (residual * residual).sum(1) * scale
+        return torch.linalg.vecdot(residual, residual) * scale
 
     @staticmethod
     def backward(ctx, grad):
         residual, Phi = ctx.saved_tensors
-        return (residual * (grad * (2 * ctx.scale))[:, None]) @ Phi, None, None, None, None
+        # Scaled after the product: (R, k) values instead of (R, n).
+        return (residual @ Phi) * (grad * (2 * ctx.scale))[:, None], None, None, None, None
 
 
 # -- polynomial bases ---------------------------------------------------------------------------

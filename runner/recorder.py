@@ -43,7 +43,6 @@ class Recorder:
     plain values: metrics as (key, value, timestamp_ms, step), params and tags as (key, value)."""
 
     def __init__(self):
-        self.uri: Optional[str] = None
         self.owner = os.getpid()  # a forked child must not share the socket: it starts its own
         here, there = socket.socketpair()
         root = str(Path(__file__).resolve().parent.parent)
@@ -60,7 +59,6 @@ class Recorder:
 
     def bind(self, uri: str) -> None:
         """Say which store to use. No answer is awaited: the helper may still be importing MLflow."""
-        self.uri = uri
         try:
             self._conn.send(("bind", (uri,)))
         except OSError:

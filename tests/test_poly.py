@@ -59,6 +59,21 @@ def test_data_file(tmp_path):
     assert "coef_error" not in p.metrics(params)  # truth unknown for real data
 
 
+def test_fit_figure_is_redrawn_for_each_problem_with_and_without_a_truth(tmp_path):
+    """The fit figure is reused between calls: each call shows its own data, fit and truth only."""
+    f = tmp_path / "d.csv"
+    f.write_text("x,y\n" + "\n".join(f"{a},{a * a}" for a in np.linspace(0, 5, 12)))
+    for problem, legend in ((Poly(), ["data (20 samples)", "fit", "truth"]), (Poly(data=str(f), degree=2), ["data (12 samples)", "fit"]),
+                            (Poly(n_samples=30), ["data (30 samples)", "fit", "truth"])):
+        fig = problem.figures(solve_internal(problem))["fit"]
+        ax = fig.axes[0]
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == legend
+        data, fit, _ = ax.get_lines()
+        np.testing.assert_array_equal(data.get_xdata(), problem.x)
+        np.testing.assert_allclose(fit.get_ydata()[[0, -1]], np.polyval(problem.coefficients(solve_internal(problem)), [problem.x.min(), problem.x.max()]), atol=1e-9)
+        fig.savefig(tmp_path / "fit.png")  # draws
+
+
 @pytest.mark.parametrize(
     "content, fragment",
     [

@@ -151,7 +151,7 @@ def test_ctrl_c_in_the_terminal_reaches_the_job_not_its_helper(tmp_path):
                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     helper = int(job.stdout.readline())
     try:
-        assert os.getpgid(helper) != os.getpgid(job.pid)
+        assert os.getsid(helper) == helper and os.getpgid(helper) != os.getpgid(job.pid)  # a session of its own
         os.killpg(job.pid, signal.SIGINT)
         job.wait(30)
     finally:

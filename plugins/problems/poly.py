@@ -157,7 +157,7 @@ class Poly(LinearLeastSquares):
         fit.set_data(xs, np.polyval(coef, xs))
         fit.set_label("fit")
         known = self.true_coefficients is not None
-        truth.set_data(xs, np.polyval(self.true_coefficients, xs) if known else [])
+        truth.set_data(*((xs, np.polyval(self.true_coefficients, xs)) if known else ([], [])))
         truth.set_label("truth" if known else "_nolegend_")
         ax.relim()
         ax.autoscale_view()

@@ -38,8 +38,7 @@ def decide(mode: str, problem, device, dtype) -> CompilePlan:
         return CompilePlan(False, "trainer.compile=false")
     if mode == "true":
         return CompilePlan(True, "trainer.compile=true")
-    pays = getattr(problem, "compile_pays", None)
-    if callable(pays) and pays(device, dtype):
+    if problem.compile_pays(device, dtype):  # a contract.ProblemHooks
         return CompilePlan(True, "auto: the problem's data are large enough for a fused pass to pay")
     return CompilePlan(False, "auto: eager is faster for this problem (compiling costs seconds)")
 

@@ -34,9 +34,10 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def resolve_dtype(spec: str, problem=None) -> torch.dtype:
-    """`auto`: the problem's `preferred_dtype` ("float64" for certified-accuracy fits), else float32."""
+    """`auto`: the problem's `preferred_dtype` ("float64" for certified-accuracy fits), else float32.
+    `problem`: a contract.ProblemHooks."""
     if spec == "auto":
-        spec = getattr(problem, "preferred_dtype", None) or "float32"
+        spec = (problem.preferred_dtype if problem is not None else None) or "float32"
     if spec not in DTYPES:
         raise UserError(f"trainer.dtype={spec!r} is not supported; allowed: auto, {', '.join(DTYPES)}.")
     return DTYPES[spec]

@@ -5,8 +5,12 @@ thread) and without a layout engine: tight_layout alone cost more than the rest 
 """
 from __future__ import annotations
 
+import logging
 import math
+import traceback
 from pathlib import Path
+
+log = logging.getLogger("runner")
 
 
 def new_figure(width: float = 6.0, height: float = 4.0):
@@ -66,16 +70,37 @@ def plain_log_labels(axis) -> None:
 
 
 def save_problem_figures(problem, params, folder: Path) -> list[Path]:
-    """Calls the optional `figures(params) -> {name: matplotlib Figure}` of a problem plugin."""
-    if not hasattr(problem, "figures"):
-        return []
+    """The problem's optional `figures(params) -> {name: matplotlib Figure}` as NAME.png
+    (`problem`: a contract.ProblemHooks, whose default draws none)."""
     saved = []
     for name, fig in problem.figures(params).items():
         path = folder / f"{name}.png"
         fig.savefig(path, dpi=80, pil_kwargs=FAST_PNG)
-        if getattr(fig, "number", None) is not None:  # made with pyplot: release it there
+        if getattr(fig, "number", None) is not None:  # a Figure made with pyplot: release it there
             import matplotlib.pyplot as plt
 
             plt.close(fig)
         saved.append(path)
     return saved
+
+
+def draw_run_figures(link, problem, job, history, name: str, out_dir: Path, in_sweep: bool) -> list[Path]:
+    """loss_curve.png and the problem's own figures. A figure that cannot be drawn is a warning
+    (and a `figures_error` tag), not a failed run: the optimisation's record is complete without it.
+    `link`: the run's run_record.StoreLink."""
+    client = link.client
+    figures = [out_dir / "loss_curve.png"]
+    title = f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else "")
+    try:
+        if in_sweep:  # the helper draws it while this process draws the problem's figures
+            client.draw_loss_curve(history, str(figures[0]), title)
+        else:  # a single run: the helper would first have to import matplotlib
+            save_loss_curve(history, figures[0], title)
+        figures += save_problem_figures(problem, job.final_params[0], out_dir)
+    except Exception as exc:
+        (out_dir / "figures_traceback.txt").write_text(traceback.format_exc())
+        log.warning("A figure of the run could not be drawn (%s: %s); traceback in %s.", type(exc).__name__, exc, out_dir / "figures_traceback.txt")
+        link.call(client.set_tag, link.run_id, "figures_error", f"{type(exc).__name__}: {exc}"[:5000])
+        figures += [p for p in out_dir.glob("*.png") if p not in figures]  # those drawn before it failed
+    link.call(client.wait)  # the helper's loss curve is drawn (a failure to draw it is only logged)
+    return [p for p in figures if p.exists()]

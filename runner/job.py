@@ -3,13 +3,13 @@ sequence. The task records whatever `run` returns the same way in every case."""
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Callable, Optional
 
 import torch
 
 from runner import compiling
 from runner import replicas as rep
+from runner.contract import ProblemHooks
 from runner.loop import LoopResult, optimise
 
 
@@ -17,6 +17,7 @@ class Job:
     def __init__(self, problem, seeds: list[int], device, dtype, make_optimizer: Callable,
                  make_scheduler: Optional[Callable], optim_factory, initial_params: Callable,
                  compile_mode: str = "false"):
+        problem = ProblemHooks.of(problem)  # the plugin, through the contract's adapter
         self.problem, self.seeds, self.device, self.dtype = problem, seeds, device, dtype
         self.compile = compiling.decide(compile_mode, problem, device, dtype)
         self.make_optimizer, self.make_scheduler = make_optimizer, make_scheduler
@@ -63,7 +64,7 @@ class Job:
         histories, results, first_times = [], [], {}
         for r, seed in enumerate(self.seeds):
             params = self.params if r == 0 else {k: v.detach().requires_grad_(True) for k, v in
-                                                 self.problem.initial_params(torch.Generator().manual_seed(seed), self.device, self.dtype).items()}
+                                                 self.problem.raw_initial_params(torch.Generator().manual_seed(seed), self.device, self.dtype).items()}
             opt = self.optimizer if r == 0 else self.make_optimizer(list(params.values()))
             sched = self.scheduler if r == 0 else (self.make_scheduler(opt) if self.make_scheduler else None)
             points: list = []
@@ -88,16 +89,14 @@ class Job:
                 bands["loss_q90"].append((s, q[2]))
         last = max(first_times.values(), default=results[0].started_at)
         on_points(max(r.steps for r in results), median_points, [first_times.get(s, last) for s, _ in median_points])
-        finals = [r.final_loss for r in results]
-        ok = [v for v in finals if math.isfinite(v)]
-        diverged = len(ok) < len(finals)
+        finals = rep.Finals([r.final_loss for r in results])
         return LoopResult(
             steps=max(r.steps for r in results),
-            final_loss=statistics.median(ok) if ok else math.nan,
+            final_loss=finals.median,
             seconds=sum(r.seconds for r in results),
-            stop_reason="diverged" if not ok else "steps",
+            stop_reason="diverged" if not finals.finite else "steps",
             started_at=results[0].started_at,
-            error=(f"{len(finals) - len(ok)} of {len(finals)} replicas diverged" if diverged else None),
-            final_losses=finals,
+            error=finals.error,
+            final_losses=finals.losses,
             bands=bands,
         )

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import gc
 import math
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+
+from runner.replicas import Finals
 
 Points = list[tuple[int, float]]
 
@@ -32,6 +33,7 @@ class LoopResult:
 
 
 QUANTILES = (0.1, 0.5, 0.9)
+OnPoints = Callable[[int, Points, list[float]], None]
 
 
 def optimise(
@@ -42,7 +44,7 @@ def optimise(
     log_every: int = 10,
     check_every: int = 10,
     tol: Optional[float] = None,
-    on_points: Callable[[int, Points, list[float]], None] = lambda step, points, times: None,
+    on_points: OnPoints = lambda step, points, times: None,
     device: Optional[torch.device] = None,
     scheduler=None,
 ) -> LoopResult:
@@ -51,57 +53,121 @@ def optimise(
     `loss_fn` may return a vector, one loss per replica (trainer.replicas): their sum is
     differentiated, which gives each replica its own gradient; the history is then the median
     over replicas with a 10-90 % band, and the run diverges only when every replica has."""
-    first_eval: list[Optional[torch.Tensor]] = [None]
+    step = _Step(loss_fn, optimizer)
+    reader = ChunkReader(log_every, tol, on_points)
+    # The runner's process holds a large heap (Hydra, plugins' data) that the cyclic GC would
+    # rescan while autograd churns out small objects: freeze it for the loop (no collect first:
+    # a full collection of that heap costs a short run more than it saves).
+    gc.freeze()
+    started_at = reader.chunk_started = time.time()
+    start = time.perf_counter()
+    try:
+        while reader.done < steps:
+            reader.add(step())
+            if scheduler is not None:
+                scheduler.step()
+            if (reader.done % check_every == 0 or reader.done == steps) and reader.read():
+                break
+    finally:
+        gc.unfreeze()
+        reader.read()  # on an interrupt too: keep what was computed
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        final_t = loss_fn().detach()
+    stop, error, finals, final = reader.stop, reader.error, None, None
+    if final_t.dim():
+        summary = Finals(final_t.tolist())
+        finals, final = summary.losses, summary.median
+        if summary.finite and summary.diverged:
+            error = summary.error
+    else:
+        final = float(final_t)
+    if stop != "diverged" and not math.isfinite(final):
+        stop, error = "diverged", f"diverged: the loss became {final} after the last step"
+    return LoopResult(reader.done, final, seconds, stop, started_at, error, finals, reader.bands if reader.batched else None)
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn()
+
+class _Step:
+    """One optimiser step through a closure; returns the loss before the update (on the device)."""
+
+    def __init__(self, loss_fn: Callable[[], torch.Tensor], optimizer):
+        self.loss_fn, self.optimizer = loss_fn, optimizer
+        self.first: Optional[torch.Tensor] = None  # the closure's first evaluation in this step
+
+    def closure(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn()
         total = loss.sum() if loss.dim() else loss
         total.backward()
-        if first_eval[0] is None:
-            first_eval[0] = loss
+        if self.first is None:
+            self.first = loss
         return total
 
-    batched = [False]
-    cache: dict = {}
-    bands: dict[str, Points] = {"loss_q10": [], "loss_q90": []}
+    def __call__(self) -> torch.Tensor:
+        self.first = None
+        self.optimizer.step(self.closure)
+        loss = self.first
+        if loss is None:  # an optimiser that ignored the closure
+            with torch.no_grad():
+                loss = self.loss_fn()
+        return loss.detach()
 
-    pending: list[torch.Tensor] = []  # this chunk's losses, still on the device
-    chunk_started = [0.0]  # epoch seconds at the start of the pending chunk
-    done = 0
-    stop, error = "steps", None
 
-    def drain() -> bool:
+class ChunkReader:
+    """The step losses of one chunk stay on the device until `read`: one host sync reads them
+    back, checks divergence and tol, and hands the logged points to `on_points`."""
+
+    def __init__(self, log_every: int, tol: Optional[float], on_points: OnPoints):
+        self.log_every, self.tol, self.on_points = log_every, tol, on_points
+        self.pending: list[torch.Tensor] = []
+        self.done = 0  # steps taken (after a divergence: the step that diverged)
+        self.chunk_started = 0.0  # epoch seconds at the start of the pending chunk
+        self.stop, self.error = "steps", None
+        self.batched = False  # losses were vectors (replicas)
+        self.bands: dict[str, Points] = {"loss_q10": [], "loss_q90": []}
+        self._quantiles: Optional[torch.Tensor] = None
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss)
+        self.done += 1
+
+    def read(self) -> bool:
         """Read the chunk back, hand over its points; True when the loop must stop."""
-        nonlocal stop, error, done
-        if not pending:
+        if not self.pending:
             return False
-        stacked = torch.stack(pending)
-        pending.clear()
-        now, began = time.time(), chunk_started[0]
-        chunk_started[0] = now
-        if stacked.dim() == 2:  # (steps, replicas): one host sync for all statistics
-            batched[0] = True
-            n = stacked.shape[0]
-            base = done - n
-            # Quantiles only where they are used: logged steps, or every step when tol needs the median.
-            rows = list(range(n)) if tol is not None else [i for i in range(n) if (base + i) % log_every == 0]
-            finite = torch.isfinite(stacked)
-            if "q" not in cache:
-                cache["q"] = torch.tensor(QUANTILES, dtype=stacked.dtype, device=stacked.device)
-            picked = stacked[rows]
-            q = torch.nanquantile(torch.where(finite[rows], picked, torch.nan), cache["q"], dim=1) if rows else picked.new_zeros((3, 0))
-            read = torch.cat([q.flatten(), finite.any(1).to(q.dtype)]).tolist()
-            alive = read[3 * len(rows):]
-            values = [0.0 if a else math.nan for a in alive]  # a step nobody logs: only whether it diverged
-            for j, i in enumerate(rows):
-                values[i] = read[len(rows) + j] if alive[i] else math.nan
-                if (base + i) % log_every == 0 and alive[i]:
-                    bands["loss_q10"].append((base + i, read[j]))
-                    bands["loss_q90"].append((base + i, read[2 * len(rows) + j]))
-        else:
-            values = stacked.tolist()
-            base = done - len(values)
+        stacked = torch.stack(self.pending)
+        self.pending.clear()
+        now, began = time.time(), self.chunk_started
+        self.chunk_started = now
+        base = self.done - stacked.shape[0]
+        values = self._replica_medians(stacked, base) if stacked.dim() == 2 else stacked.tolist()
+        return self._hand_over(values, base, began, now)
+
+    def _replica_medians(self, stacked: torch.Tensor, base: int) -> list[float]:
+        """(steps, replicas): median and band in one host sync. Quantiles only where they are
+        used: logged steps, or every step when tol needs the median; elsewhere only whether any
+        replica is alive (0.0) or all diverged (nan)."""
+        self.batched = True
+        n = stacked.shape[0]
+        rows = list(range(n)) if self.tol is not None else [i for i in range(n) if (base + i) % self.log_every == 0]
+        finite = torch.isfinite(stacked)
+        if self._quantiles is None:
+            self._quantiles = torch.tensor(QUANTILES, dtype=stacked.dtype, device=stacked.device)
+        picked = stacked[rows]
+        q = torch.nanquantile(torch.where(finite[rows], picked, torch.nan), self._quantiles, dim=1) if rows else picked.new_zeros((3, 0))
+        read = torch.cat([q.flatten(), finite.any(1).to(q.dtype)]).tolist()
+        alive = read[3 * len(rows):]
+        values = [0.0 if a else math.nan for a in alive]
+        for j, i in enumerate(rows):
+            values[i] = read[len(rows) + j] if alive[i] else math.nan
+            if (base + i) % self.log_every == 0 and alive[i]:
+                self.bands["loss_q10"].append((base + i, read[j]))
+                self.bands["loss_q90"].append((base + i, read[2 * len(rows) + j]))
+        return values
+
+    def _hand_over(self, values: list[float], base: int, began: float, now: float) -> bool:
         points: Points = []
         times: list[float] = []
         halt = False
@@ -109,53 +175,13 @@ def optimise(
         for i, v in enumerate(values):
             s = base + i
             if not math.isfinite(v):
-                stop, error, halt = "diverged", f"diverged: the loss became {v} at step {s}", True
-                done = s
+                self.stop, self.error, halt = "diverged", f"diverged: the loss became {v} at step {s}", True
+                self.done = s
                 break
-            if s % log_every == 0:
+            if s % self.log_every == 0:
                 points.append((s, v))
                 times.append(began + (i + 1) * per_step)  # when the step that evaluated it ended
-            if tol is not None and v <= tol:
-                stop, halt = "tol", True
-        on_points(done, points, times)
+            if self.tol is not None and v <= self.tol:
+                self.stop, halt = "tol", True
+        self.on_points(self.done, points, times)
         return halt
-
-    # The runner's process holds a large heap (MLflow, SQLAlchemy, Hydra) that the cyclic GC would
-    # rescan while autograd churns out small objects: freeze it for the loop (no collect first:
-    # a full collection of that heap costs a short run more than it saves).
-    gc.freeze()
-    started_at = chunk_started[0] = time.time()
-    start = time.perf_counter()
-    try:
-        while done < steps:
-            first_eval[0] = None
-            optimizer.step(closure)
-            loss = first_eval[0]  # the loss before this step's update (a vector for replicas)
-            if loss is None:  # an optimiser that ignored the closure
-                with torch.no_grad():
-                    loss = loss_fn()
-            if scheduler is not None:
-                scheduler.step()
-            pending.append(loss.detach())
-            done += 1
-            if (done % check_every == 0 or done == steps) and drain():
-                break
-    finally:
-        gc.unfreeze()
-        drain()  # on an interrupt too: keep what was computed
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        final_t = loss_fn().detach()
-    if final_t.dim():
-        finals = final_t.tolist()
-        ok = [v for v in finals if math.isfinite(v)]
-        final = statistics.median(ok) if ok else math.nan  # torch's median takes the lower middle
-        if ok and len(ok) < len(finals):
-            error = f"{len(finals) - len(ok)} of {len(finals)} replicas diverged"
-    else:
-        finals, final = None, float(final_t)
-    if stop != "diverged" and not math.isfinite(final):
-        stop, error = "diverged", f"diverged: the loss became {final} after the last step"
-    return LoopResult(done, final, seconds, stop, started_at, error, finals, bands if batched[0] else None)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from runner.tracking import MetricWriter
-
-HEARTBEAT_TAG = MetricWriter.HEARTBEAT_TAG  # beaten by every live run and sweep parent
+from runner.store.stream import HEARTBEAT_TAG  # beaten by every live run and sweep parent
 
 
 def main(argv: list[str]) -> int:
     from runner.errors import UserError
-    from runner.tracking import check_reachable, client_for, resolve_uri
+    from runner.store import connect
+    from runner.store.uri import check_reachable, resolve_uri
 
     parser = argparse.ArgumentParser(prog="python -m runner reap", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="runner", help="MLflow experiment (default: runner)")
@@ -30,7 +29,7 @@ def main(argv: list[str]) -> int:
     except UserError as exc:
         print(f"Error: {exc}")
         return 2
-    client = client_for(uri)
+    client = connect(uri, in_process=True)
     exp = client.get_experiment_by_name(args.experiment)
     if exp is None:
         print(f"No experiment '{args.experiment}' in {uri}.")

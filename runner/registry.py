@@ -1,7 +1,8 @@
 """Plugins are found through Python entry points, built-ins and third-party alike.
 
-Groups: `runner.problems`, `runner.optimizers` and `runner.schedulers`. Listing names reads package metadata only;
-a plugin's module is imported when its config or class is first needed.
+Groups: `runner.problems`, `runner.optimizers` and `runner.schedulers`. Listing names reads package
+metadata only (`--help` imports no plugin); a plugin's module is imported when its config or class
+is first needed, and checked then against the written contract (runner/contract.py).
 """
 from __future__ import annotations
 
@@ -26,14 +27,23 @@ class Plugin:
         dist = getattr(self.entry_point, "dist", None)
         return dist.name if dist is not None else "?"
 
+    @property
+    def where(self) -> str:
+        return f"The {self.kind} plugin '{self.name}' (entry point {self.entry_point.value} from package '{self.source}')"
+
     def load(self) -> Any:
+        """The plugin's class or factory, imported and checked against the contract."""
+        from runner import contract
+
         try:
-            return self.entry_point.load()
+            obj = self.entry_point.load()
         except Exception as exc:
-            raise UserError(
-                f"The {self.kind} plugin '{self.name}' (entry point {self.entry_point.value} from "
-                f"package '{self.source}') could not be imported: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise UserError(f"{self.where} could not be imported: {type(exc).__name__}: {exc}") from exc
+        try:
+            contract.check(self.kind, obj)
+        except ValueError as exc:
+            raise UserError(f"{self.where} breaks the plugin contract of runner/contract.py: {exc}.") from None
+        return obj
 
 
 @cache

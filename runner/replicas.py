@@ -9,8 +9,14 @@ replicas one after another instead, and so does a problem that vmap cannot batch
 """
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
+from typing import Optional
+
 import torch
+
+from runner.contract import display_name, is_elementwise
 
 
 @dataclass
@@ -20,8 +26,9 @@ class ReplicaPlan:
 
 
 def plan(problem, optim_factory, seeds: list[int], device, dtype) -> ReplicaPlan:
-    if not getattr(optim_factory, "elementwise", False):
-        name = getattr(optim_factory, "__name__", "this optimiser")
+    """`problem`: a contract.ProblemHooks."""
+    if not is_elementwise(optim_factory):
+        name = display_name(optim_factory)
         return ReplicaPlan("sequential", f"{name} couples parameters (not elementwise): replicas run one after another")
     try:
         params = batched_initial_params(problem, seeds[:2], device, dtype)
@@ -33,18 +40,44 @@ def plan(problem, optim_factory, seeds: list[int], device, dtype) -> ReplicaPlan
 
 def batched_initial_params(problem, seeds: list[int], device, dtype) -> dict[str, torch.Tensor]:
     """Each replica's starting point drawn from its own seed, exactly as a separate run would."""
-    per_replica = [problem.initial_params(torch.Generator().manual_seed(s), device, dtype) for s in seeds]
+    per_replica = [problem.raw_initial_params(torch.Generator().manual_seed(s), device, dtype) for s in seeds]
     return {k: torch.stack([p[k].detach() for p in per_replica]) for k in per_replica[0]}
 
 
 def batched_loss(problem, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """A problem may batch itself (`batched_loss`, as the built-in least-squares problems do);
-    any other is batched by torch.func.vmap over its ordinary `loss`."""
-    if hasattr(problem, "batched_loss") and not problem.__class__.__dict__.get("_force_vmap", False):
-        return problem.batched_loss(params)
-    return torch.func.vmap(problem.loss)(params)
+    any other is batched by torch.func.vmap over its ordinary `loss` (contract.ProblemHooks)."""
+    return problem.batched_loss(params)
 
 
 def replica(params: dict[str, torch.Tensor], r: int) -> dict[str, torch.Tensor]:
     """Replica r's parameters, as the problem's own methods (metrics, solution) expect them."""
     return {k: v[r].detach() for k, v in params.items()}
+
+
+@dataclass
+class Finals:
+    """The replicas' final losses, summarised the one way loop, job and record use: the median
+    of the finite ones (statistics.median: torch's takes the lower middle) and how many diverged."""
+    losses: list[float]
+
+    @property
+    def finite(self) -> list[float]:
+        return [v for v in self.losses if math.isfinite(v)]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.finite) if self.finite else math.nan
+
+    @property
+    def diverged(self) -> int:
+        return len(self.losses) - len(self.finite)
+
+    @property
+    def error(self) -> Optional[str]:
+        return f"{self.diverged} of {len(self.losses)} replicas diverged" if self.diverged else None
+
+    def metrics(self) -> dict[str, float]:
+        """replicas_diverged, final_loss_min, final_loss_max: for the run's final metrics."""
+        return {"replicas_diverged": float(self.diverged), "final_loss_min": min(self.finite, default=math.nan),
+                "final_loss_max": max(self.finite, default=math.nan)}

@@ -12,11 +12,10 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runner.contract import ENGINE_SUPPLIED  # supplied by the engine, never config (checked at load)
 from runner.errors import UserError
 
 _MISSING = inspect.Parameter.empty
-# Keyword arguments of a signature that the engine supplies, never the config.
-ENGINE_SUPPLIED = frozenset({"params", "self", "problem", "optimizer", "total_steps"})
 # Keys the runner itself puts in a plugin's node: the plugin's registered name, a load failure.
 RESERVED = frozenset({"_name_", "_broken_"})
 

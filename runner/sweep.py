@@ -1,19 +1,19 @@
 """A sweep is one MLflow parent run; each job is its child (the standard mlflow.parentRunId tag).
 
-`SweepRecorder` is a Hydra callback (configured in conf/config.yaml): it opens the parent in the
+`SweepCallback` is a Hydra callback (configured in conf/config.yaml): it opens the parent in the
 launching process before any job starts, which also creates a fresh store's tables once, before
 parallel workers could race to do it. `finish()` closes the parent with a leaderboard and an
 overlay of every child's loss curve; the entry point calls it however the sweep ends, because
-Hydra skips on_multirun_end when a sweep raises or is interrupted.
+Hydra skips on_multirun_end when a sweep raises or is interrupted. The jobs learn their parent
+through runner.job_context.SweepParent.
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,14 +21,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import UserError
-
-PARENT_ENV = "RUNNER_SWEEP_PARENT"  # JSON {run_id, uri, experiment_id}; inherited by local workers
-PARENT_FILE = "mlflow_parent.json"  # the same, in the sweep directory, for workers elsewhere
-_open: list[dict] = []  # the sweep this process launched and has not closed yet
-last_outcome: Optional[dict] = None  # how the last closed sweep ended
+from runner.job_context import SweepParent
 
 
-class SweepRecorder(Callback):
+class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             start(config)
@@ -40,16 +36,39 @@ class SweepRecorder(Callback):
         finish()
 
 
-def start(config: DictConfig) -> dict:
-    from runner.tracking import check_reachable, open_experiment, resolve_uri
+@dataclass
+class OpenSweep:
+    parent: SweepParent
+    heartbeat: Any  # a MetricStream that only beats: reap spares a live sweep
+
+
+@dataclass
+class Outcome:
+    rows: list
+    failed: list
+    status: str  # FINISHED, FAILED or KILLED
+
+
+class _Sweeps:
+    """This process's sweep: Hydra creates the callback, the entry point closes what it opened.
+    Private to this module: others go through start(), finish() and outcome()."""
+    open: Optional[OpenSweep] = None
+    outcome: Optional[Outcome] = None
+
+
+def start(config: DictConfig) -> SweepParent:
+    from runner import store
+    from runner.store.stream import MetricStream
+    from runner.store.uri import check_reachable, resolve_uri
 
     uri = resolve_uri(config.tracking.uri)
     check_reachable(uri)
     if "BasicLauncher" in str(OmegaConf.select(config, "hydra.launcher._target_", default="")):
-        from runner.recorder import prestart
+        from runner.store.helper import prestart
 
         prestart()  # the jobs run in this process: their MLflow helper imports while this one opens the parent
-    client, experiment_id = open_experiment(uri, config.tracking.experiment)
+    client = store.connect(uri, in_process=True)
+    experiment_id = client.open_experiment(config.tracking.experiment)
     overrides = [str(o) for o in config.hydra.overrides.task]
     choices = config.hydra.runtime.choices
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
@@ -61,49 +80,34 @@ def start(config: DictConfig) -> dict:
         "hydra_sweeper": str(choices.get("hydra/sweeper")),
     }
     name = config.tracking.run_name or "sweep-" + "-".join(o.lstrip("+~") for o in overrides if not o.startswith("hydra"))[:200]
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    from mlflow.entities import Param
-
-    params = [Param("sweep.overrides", " ".join(overrides)[:6000]), Param("sweep.launcher", tags["hydra_launcher"]), Param("sweep.sweeper", tags["hydra_sweeper"])]
-    client.log_batch(run.info.run_id, params=params)
-    info = {"run_id": run.info.run_id, "uri": uri, "experiment_id": experiment_id, "sweep_dir": str(sweep_dir), "name": name}
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / PARENT_FILE).write_text(json.dumps(info))
-    os.environ[PARENT_ENV] = json.dumps(info)
-    from runner.tracking import MetricWriter
-
-    info["_heartbeat"] = MetricWriter(client, run.info.run_id)  # beats until finish(): reap spares a live sweep
-    _open.append(info)
-    return info
+    run_id = client.create_run(experiment_id, name, tags)
+    params = [("sweep.overrides", " ".join(overrides)[:6000]), ("sweep.launcher", tags["hydra_launcher"]), ("sweep.sweeper", tags["hydra_sweeper"])]
+    client.log_batch(run_id, params=params)
+    parent = SweepParent(run_id, uri, experiment_id, str(sweep_dir), name)
+    parent.publish()
+    _Sweeps.open = OpenSweep(parent, MetricStream(client, run_id))  # beats until finish()
+    return parent
 
 
-def parent_of_job() -> Optional[dict]:
-    """The parent run of the current job, when it is part of a sweep."""
-    if os.environ.get(PARENT_ENV):
-        return json.loads(os.environ[PARENT_ENV])
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        hc = HydraConfig.get()
-        path = Path(hc.runtime.cwd) / str(hc.sweep.dir) / PARENT_FILE  # an absolute sweep.dir wins
-        if path.exists():
-            return json.loads(path.read_text())
-    return None
+def outcome() -> Optional[Outcome]:
+    """How the last sweep this process closed ended (None: no sweep, or still open)."""
+    return _Sweeps.outcome
 
 
-def finish(interrupted: bool = False) -> Optional[dict]:
+def finish(interrupted: bool = False) -> Optional[Outcome]:
     """Close the open sweep's parent run: leaderboard, curves, best job, status. Idempotent."""
-    global last_outcome
-    if not _open:
+    if _Sweeps.open is None:
         return None
-    info = _open.pop()
-    info.pop("_heartbeat").close(timeout=5)
-    last_outcome = None
-    os.environ.pop(PARENT_ENV, None)
-    from runner.tracking import client_for
+    sweep, _Sweeps.open, _Sweeps.outcome = _Sweeps.open, None, None
+    sweep.heartbeat.close(timeout=5)
+    sweep.parent.withdraw()
+    from runner import store
 
-    client = client_for(info["uri"])
+    info = {"run_id": sweep.parent.run_id, "uri": sweep.parent.uri, "experiment_id": sweep.parent.experiment_id,
+            "sweep_dir": sweep.parent.sweep_dir, "name": sweep.parent.name}
+    client = store.connect(info["uri"], in_process=True)
     run_id = info["run_id"]
+    result = Outcome([], [], "KILLED" if interrupted else "FAILED")
     try:
         rows = leaderboard(client, info)
         failed = [r for r in rows if r["status"] != "FINISHED"]
@@ -120,13 +124,13 @@ def finish(interrupted: bool = False) -> Optional[dict]:
         status = "KILLED" if interrupted else ("FAILED" if failed or not rows else "FINISHED")
         if failed:
             client.set_tag(run_id, "error", f"{len(failed)} of {len(rows)} jobs failed")
-        last_outcome = {"rows": rows, "failed": failed, "status": status}
+        result = Outcome(rows, failed, status)
     except Exception as exc:  # the parent is closed even when the summary cannot be made
         client.set_tag(run_id, "error", f"sweep summary failed: {type(exc).__name__}: {exc}"[:5000])
-        last_outcome = {"rows": [], "failed": [], "status": "KILLED" if interrupted else "FAILED"}
     finally:
-        client.set_terminated(run_id, last_outcome["status"] if last_outcome else "FAILED")
-    return last_outcome
+        _Sweeps.outcome = result
+        client.set_terminated(run_id, result.status)
+    return result
 
 
 def _attach_report(client, info: dict, folder: Path) -> None:
@@ -146,7 +150,7 @@ def _attach_report(client, info: dict, folder: Path) -> None:
 
 
 def leaderboard(client, info: dict) -> list[dict]:
-    from runner.tracking import unclip
+    from runner.store.uri import unclip
 
     runs = client.search_runs(
         [info["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{info['run_id']}'", max_results=50000
@@ -170,18 +174,16 @@ def leaderboard(client, info: dict) -> list[dict]:
 
 
 def _record_best(client, run_id: str, rows: list[dict]) -> None:
-    from mlflow.entities import Metric, Param, RunTag
-
     finished = [r for r in rows if r["status"] == "FINISHED" and math.isfinite(r["final_loss"])]
-    metrics = [Metric("jobs", float(len(rows)), 0, 0), Metric("jobs_failed", float(len(rows) - len(finished)), 0, 0)]
+    metrics = [("jobs", float(len(rows)), 0, 0), ("jobs_failed", float(len(rows) - len(finished)), 0, 0)]
     tags, params = [], []
     if finished:
         best = finished[0]
-        metrics.append(Metric("best_final_loss", best["final_loss"], 0, 0))
-        tags = [RunTag("best_run_id", best["run_id"]), RunTag("best_overrides", best["overrides"][:5000])]
+        metrics.append(("best_final_loss", best["final_loss"], 0, 0))
+        tags = [("best_run_id", best["run_id"]), ("best_overrides", best["overrides"][:5000])]
         for override in best["overrides"].split():
             key, _, value = override.lstrip("+~").partition("=")
-            params.append(Param(f"best.{key}", value[:6000]))
+            params.append((f"best.{key}", value[:6000]))
     client.log_batch(run_id, metrics=metrics, params=params[:100], tags=tags)
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runner.record import FILE, LocalRecord
+from runner.job_folder import FILE, JobFolder
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     roots = [Path(d) for d in args.dirs] or [p for p in (Path("outputs"), Path("multirun")) if p.exists()]
     records = sorted({p.parent for root in roots for p in ([root / FILE] if (root / FILE).exists() else root.rglob(FILE))})
-    pending = [r for r in (LocalRecord.load(d) for d in records) if not r.data.get("synced")]
+    pending = [r for r in (JobFolder.load(d) for d in records) if not r.data.get("synced")]
     if not pending:
         print(f"Nothing to sync: {len(records)} record(s) found, all already in MLflow.")
         return 0
@@ -37,38 +37,37 @@ def main(argv: list[str]) -> int:
     return 1 if failures else 0
 
 
-def upload(record: LocalRecord, uri: str | None = None) -> str:
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.exceptions import MlflowException
-
-    from runner.tracking import check_reachable, open_experiment
+def upload(record: JobFolder, uri: str | None = None) -> str:
+    from runner.store import connect
+    from runner.store.uri import check_reachable
 
     d = record.data
     uri = uri or d["tracking_uri"]
     check_reachable(uri)
-    client, experiment_id = open_experiment(uri, d["experiment"])
+    client = connect(uri, in_process=True)
+    experiment_id = client.open_experiment(d["experiment"])
     run_id = d.get("synced_run_id") or d["run_id"]
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:  # the store never saw this run: make it
-        run = client.create_run(experiment_id, run_name=d["run_name"], tags=d["tags"])
-        run_id = run.info.run_id
+    run = client.find_run(run_id)
+    if run is None:  # the store never saw this run: make it
+        run_id = client.create_run(experiment_id, d["run_name"], d["tags"])
         record.update(synced_run_id=run_id)
-    have_params = run.data.params
-    params = [Param(k, v) for k, v in d["params"].items() if k not in have_params]
+        have_params = {}
+    else:
+        have_params = run.data.params
+    params = [(k, v) for k, v in d["params"].items() if k not in have_params]
     for i in range(0, len(params), 100):
         client.log_batch(run_id, params=params[i : i + 100])
     points = record.metric_points()
     have: dict[str, set[int]] = {}
     for key in {k for k, _, _, _ in points}:
         have[key] = {m.step for m in client.get_metric_history(run_id, key)}
-    missing = [Metric(k, v, t, s) for k, v, t, s in points if s not in have[k]]
+    missing = [(k, v, t, s) for k, v, t, s in points if s not in have[k]]
     for i in range(0, len(missing), 1000):
         client.log_batch(run_id, metrics=missing[i : i + 1000])
     ts = max([t for _, _, t, _ in points], default=0)
-    tags = [RunTag("error", d["error"][:5000])] if d.get("error") else []
-    tags.append(RunTag("synced_from", str(record.folder.resolve())))
-    client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in d["final_metrics"].items()], tags=tags)
+    tags = [("error", d["error"][:5000])] if d.get("error") else []
+    tags.append(("synced_from", str(record.folder.resolve())))
+    client.log_batch(run_id, metrics=[(k, float(v), ts, 0) for k, v in d["final_metrics"].items()], tags=tags)
     present = {a.path for a in client.list_artifacts(run_id)}
     for name in d.get("artifacts", []):
         if name not in present and (record.folder / name).exists():

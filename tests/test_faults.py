@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import all_runs, run_cli, store
 
-from runner.tracking import store_lock
+from runner.store.uri import store_lock
 
 LONG = ["trainer.steps=100000000", "trainer.progress=lines"]
 
@@ -93,14 +93,14 @@ def test_signal_stops_a_run_which_is_recorded_killed(workdir, sig, code):
 
 
 def helper_of(pid: int) -> int:
-    """The MLflow helper process (runner/recorder.py) started by the runner process `pid`."""
+    """The MLflow helper process (runner/store/helper.py) started by the runner process `pid`."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             cmdline = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == pid and b"runner.recorder" in cmdline:
+        if int(fields[1]) == pid and b"runner.store.helper" in cmdline:
             return int(stat.parent.name)
     raise AssertionError(f"no MLflow helper under process {pid}")
 

@@ -1,4 +1,4 @@
-"""The MLflow helper process (runner/recorder.py): what it records, how its errors come back, when
+"""The MLflow helper process (runner/store/helper.py): what it records, how its errors come back, when
 it leaves, and that the job's own process never imports MLflow."""
 import logging
 import os
@@ -12,7 +12,8 @@ import pytest
 from conftest import all_runs, run_cli, store
 
 from runner.errors import UserError
-from runner.recorder import Recorder, StoreError
+from runner.store.helper import HelperClient as Recorder
+from runner.store import StoreError
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def test_a_figure_that_cannot_be_drawn_is_a_warning_not_a_store_failure(recorder
     exp = recorder.open_experiment("runner")
     recorder.draw_loss_curve([(0, 1.0), (10, 0.5)], str(tmp_path / "ok.png"), "fine")
     recorder.draw_loss_curve([(0, 1.0)], str(tmp_path / "no" / "such" / "dir.png"), "broken")
-    with caplog.at_level(logging.WARNING, logger="runner.recorder"):
+    with caplog.at_level(logging.WARNING, logger="runner.store.helper"):
         run_id = recorder.create_run(exp, "r", {})  # reads the two answers first
     assert run_id and (tmp_path / "ok.png").stat().st_size > 1000
     assert any("loss curve" in r.message and "dir.png" in r.message for r in caplog.records)
@@ -79,18 +80,23 @@ def test_a_call_sent_without_waiting_reports_its_failure_with_the_next_call(reco
 def test_a_figure_that_raises_leaves_a_finished_record_and_says_why(recorder, tmp_path, caplog):
     from types import SimpleNamespace
 
-    from runner.task import _figures, _Store
+    from runner.contract import ProblemHooks
+    from runner.figures import draw_run_figures
+    from runner.run_record import StoreLink
 
     class Broken:
+        def initial_params(self, generator, device, dtype): ...
+        def loss(self, params): ...
+
         def figures(self, params):
             raise RuntimeError("no figure today")
 
     exp = recorder.open_experiment("runner")
     run_id = recorder.create_run(exp, "r", {})
-    store = _Store(recorder, run_id)
+    store = StoreLink(recorder, run_id)
     job = SimpleNamespace(replicas=1, final_params=[{}])
     with caplog.at_level(logging.WARNING, logger="runner"):
-        drawn = _figures(recorder, store, Broken(), job, [(0, 2.0), (10, 1.0)], "r", tmp_path)
+        drawn = draw_run_figures(store, ProblemHooks.of(Broken()), job, [(0, 2.0), (10, 1.0)], "r", tmp_path, in_sweep=False)
     assert drawn == [tmp_path / "loss_curve.png"] and store.failed is None
     assert "no figure today" in (tmp_path / "figures_traceback.txt").read_text()
     assert any("could not be drawn" in r.message for r in caplog.records)
@@ -108,7 +114,7 @@ def test_the_helper_leaves_when_its_job_closes_or_dies(tmp_path):
     rec.close()  # waits for the helper's exit
     assert rec._process.returncode == 0
     # A job process killed outright: its helper reads end-of-file and leaves.
-    job = subprocess.Popen([sys.executable, "-c", "from runner.recorder import Recorder; import sys, time\n"
+    job = subprocess.Popen([sys.executable, "-c", "from runner.store.helper import HelperClient as Recorder; import sys, time\n"
                             "r = Recorder(); print(r._process.pid, flush=True); time.sleep(600)"],
                            stdout=subprocess.PIPE, text=True)
     helper = int(job.stdout.readline())
@@ -146,7 +152,7 @@ def test_the_job_process_never_imports_mlflow(tmp_path):
 
 def test_ctrl_c_in_the_terminal_reaches_the_job_not_its_helper(tmp_path):
     """The helper has a session of its own: a terminal's SIGINT goes to the job's process group only."""
-    job = subprocess.Popen([sys.executable, "-c", "from runner.recorder import Recorder; import time\n"
+    job = subprocess.Popen([sys.executable, "-c", "from runner.store.helper import HelperClient as Recorder; import time\n"
                             "r = Recorder(); print(r._process.pid, flush=True); time.sleep(600)"],
                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     helper = int(job.stdout.readline())
@@ -160,16 +166,16 @@ def test_ctrl_c_in_the_terminal_reaches_the_job_not_its_helper(tmp_path):
 
 
 def test_a_forked_process_gets_a_helper_of_its_own(tmp_path):
-    from runner import recorder as module
+    from runner.store import helper as module
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    parent = module.recorder_for(uri)
+    parent = module.helper_for(uri)
     parent.open_experiment("runner")
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: a new helper, and the parent's still answers the parent
         try:
-            child = module.recorder_for(uri)
+            child = module.helper_for(uri)
             os.write(write, b"1" if child is not parent and child.create_run(child.open_experiment("runner"), "from-child", {}) else b"0")
         finally:
             os._exit(0)

@@ -1,4 +1,5 @@
-"""A job's MLflow calls, carried out by a helper process: the job's own process never imports MLflow.
+"""`HelperClient`: a job's MLflow calls, carried out by a helper process; the job's own process
+never imports MLflow.
 
 Why a process and not a thread: MLflow's SQLAlchemy store spends about 100 µs of Python per metric
 point (ORM rows, latest-metric updates). In a thread that time is taken from the training loop under
@@ -6,7 +7,7 @@ the GIL; in a helper it runs on another core. Importing MLflow with its SQL stor
 happens there, while the job imports torch.
 
 The protocol is requests and their answers over a socket pair, in order: the job sees the same
-calls, answers and errors as with an MlflowClient of its own (an error comes back as `StoreError`
+calls, answers and errors as with a LocalClient of its own (the helper serves with one) (an error comes back as `StoreError`
 with MLflow's message; a busy SQLite store is retried by the helper first). A call made with
 `wait=False` returns at once: its answer is read with the next call's, and a failure is raised
 there (the record is then incomplete, whichever call notices). Values cross as plain tuples; the
@@ -30,25 +31,21 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from runner.errors import UserError
+from runner.store.client import StoreError
 
 log = logging.getLogger(__name__)
 
 
-class StoreError(Exception):
-    """The tracking store (or the helper that talks to it) refused or failed a call."""
-
-
-class Recorder:
-    """An MLflow client for one store, in a helper process. Methods mirror MlflowClient's, with
-    plain values: metrics as (key, value, timestamp_ms, step), params and tags as (key, value)."""
+class HelperClient:
+    """The TrackingClient of one store, served by a helper process (see the module's doc)."""
 
     def __init__(self):
         self.owner = os.getpid()  # a forked child must not share the socket: it starts its own
         here, there = socket.socketpair()
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "runner.recorder", str(there.fileno())],
+            [sys.executable, "-m", "runner.store.helper", str(there.fileno())],
             pass_fds=(there.fileno(),), stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
         there.close()
@@ -100,7 +97,7 @@ class Recorder:
 
     def draw_loss_curve(self, points: list[tuple[int, float]], path: str, title: str) -> None:
         """loss_curve.png, drawn by the helper while the job draws the problem's own figures."""
-        self._call("save_loss_curve", points, path, title, wait=False)
+        self._call("draw_loss_curve", points, path, title, wait=False)
 
     def open_experiment(self, name: str) -> str:
         return self._call("open_experiment", name)
@@ -130,7 +127,7 @@ class Recorder:
         self._process.wait(timeout)
 
 
-_BACKGROUND = {"save_loss_curve": "draw the loss curve"}  # requests whose failure is only a warning
+_BACKGROUND = {"draw_loss_curve": "draw the loss curve"}  # requests whose failure is only a warning
 
 
 def _error(answer: tuple[str, str]) -> Exception:
@@ -138,18 +135,19 @@ def _error(answer: tuple[str, str]) -> Exception:
     return (UserError if kind == "UserError" else StoreError)(message)
 
 
-_recorders: dict[str, Recorder] = {}
-_spare: Optional[Recorder] = None
+# Private to this module: one helper per store and process, and one started before the store is known.
+_helpers: dict[str, HelperClient] = {}
+_spare: Optional[HelperClient] = None
 
 
 @atexit.register
 def _close_all() -> None:
     """At exit, let each helper go and wait for it: every request was answered by then, and a
     helper nobody waits for stays a zombie where the container's first process does not reap."""
-    for recorder in [*_recorders.values(), _spare]:
-        if recorder is not None and recorder.owner == os.getpid():
+    for helper in [*_helpers.values(), _spare]:
+        if helper is not None and helper.owner == os.getpid():
             try:
-                recorder.close(timeout=5)
+                helper.close(timeout=5)
             except Exception:  # a helper that does not leave in time is left to its own end-of-file
                 pass
 
@@ -159,59 +157,30 @@ def prestart() -> None:
     composition and torch's import instead of after them."""
     global _spare
     if _spare is None or _spare.owner != os.getpid():
-        _spare = Recorder()
+        _spare = HelperClient()
 
 
-def recorder_for(uri: str) -> Recorder:
+def helper_for(uri: str) -> HelperClient:
     """The helper for `uri` in this process: the prestarted one, else a new one."""
     global _spare
-    if uri not in _recorders or _recorders[uri].owner != os.getpid():
-        recorder = _spare if _spare is not None and _spare.owner == os.getpid() else Recorder()
+    if uri not in _helpers or _helpers[uri].owner != os.getpid():
+        helper = _spare if _spare is not None and _spare.owner == os.getpid() else HelperClient()
         _spare = None
-        recorder.bind(uri)
-        _recorders[uri] = recorder
-    return _recorders[uri]
+        helper.bind(uri)
+        _helpers[uri] = helper
+    return _helpers[uri]
 
 
 # -- the helper's side ----------------------------------------------------------------------------
+SERVED = ("open_experiment", "create_run", "log_batch", "set_tag", "log_artifact", "set_terminated",
+          "finished_run", "draw_loss_curve", "wait")
+
+
 def _commands(uri: str) -> dict:
-    from mlflow.entities import Metric, Param, RunTag
+    from runner.store.local import LocalClient
 
-    from runner.tracking import client_for, open_experiment
-
-    client = None
-
-    def store():
-        nonlocal client
-        client = client or client_for(uri)
-        return client
-
-    def log_batch(run_id, metrics, params, tags):
-        store().log_batch(run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in metrics],
-                          params=[Param(k, v) for k, v in params], tags=[RunTag(k, v) for k, v in tags])
-
-    def finished_run(experiment_id, config_hash):
-        runs = store().search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                                   filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'")
-        return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
-
-    return {
-        "open_experiment": lambda name: open_experiment(uri, name)[1],  # takes the store lock: a fresh store
-        "create_run": lambda exp, name, tags: store().create_run(exp, run_name=name, tags=tags).info.run_id,
-        "log_batch": log_batch,
-        "set_tag": lambda run_id, key, value: store().set_tag(run_id, key, value),
-        "log_artifact": lambda run_id, path: store().log_artifact(run_id, path),
-        "set_terminated": lambda run_id, status: store().set_terminated(run_id, status),
-        "finished_run": finished_run,
-        "save_loss_curve": save_loss_curve,
-        "ping": lambda: None,
-    }
-
-
-def save_loss_curve(points, path, title):
-    from runner.figures import save_loss_curve
-
-    save_loss_curve(points, Path(path), title)
+    client = LocalClient(uri)  # MLflow's own client is made on the first request
+    return {name: getattr(client, name) for name in SERVED} | {"ping": lambda: None}
 
 
 def serve(fd: int) -> None:
@@ -224,7 +193,7 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
-    from runner.tracking import call_with_retry, fail_fast_over_http
+    from runner.store.uri import call_with_retry, fail_fast_over_http
 
     fail_fast_over_http()
     import mlflow.entities  # noqa: F401  (now, while the job imports torch)
@@ -237,7 +206,7 @@ def serve(fd: int) -> None:
         except (EOFError, OSError):  # the job's process is gone or done: every answer was sent
             sys.stderr.flush()
             os._exit(0)  # no teardown of MLflow's modules: the job may be waiting for this exit
-        if name == "bind":  # no answer: see Recorder.bind
+        if name == "bind":  # no answer: see HelperClient.bind
             commands = _commands(*args)
             continue
         try:

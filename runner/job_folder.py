@@ -1,4 +1,4 @@
-"""The job's own record in its output directory, kept whatever happens to MLflow.
+"""The job folder: the files a job keeps in its Hydra output directory, whatever happens to MLflow.
 
 record.json says which MLflow run the job is, what it logged (params, tags, final metrics,
 artifacts) and whether all of it reached the store (`synced`). metrics.csv beside it holds every
@@ -15,14 +15,16 @@ from typing import Any
 FILE = "record.json"
 
 
-class LocalRecord:
+class JobFolder:
+    """record.json (written atomically on every update) and the metrics.csv beside it."""
+
     def __init__(self, folder: Path, **data: Any):
         self.folder = Path(folder)
         self.data: dict[str, Any] = {"status": "RUNNING", "synced": False, "final_metrics": {}, "artifacts": [], **data}
         self.save()
 
     @classmethod
-    def load(cls, folder: Path) -> "LocalRecord":
+    def load(cls, folder: Path) -> "JobFolder":
         record = cls.__new__(cls)
         record.folder = Path(folder)
         record.data = json.loads((record.folder / FILE).read_text())

@@ -1,0 +1,119 @@
+"""From a composed config to what a run needs: checked trainer settings, the plugins built, the
+job ready to run, and the config as the plugins received it. Every input check happens here,
+before a run is created: a UserError from here leaves nothing in the store."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import registry
+from runner.errors import UserError
+from runner.signature import coerce_arguments
+
+PROGRESS_MODES = ("auto", "bar", "lines", "off")
+
+
+@dataclass
+class Experiment:
+    problem: Any  # contract.ProblemHooks
+    job: Any  # runner.job.Job
+    trainer: dict  # trainer.* as checked
+    device: Any
+    plugins: dict[str, str]  # kind -> registered name ("problem", "optim", optional "sched")
+    resolved: dict  # the config with the values the plugins received (10 -> 10.0 for a float)
+
+    @property
+    def config_hash(self) -> str:
+        """A stable hash of what determines the result: plugins and config, not tracking or display."""
+        config = {k: v for k, v in self.resolved.items() if k != "tracking"}
+        config["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k != "progress"}
+        text = json.dumps({"plugins": self.plugins, "config": config}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build(cfg: DictConfig) -> Experiment:
+    import torch
+
+    from runner.contract import ProblemHooks, injected_arguments
+    from runner.devices import resolve_device, resolve_dtype
+    from runner.job import Job
+
+    trainer = check_trainer(cfg.trainer)
+    device = resolve_device(trainer["device"])
+    resolve_dtype(trainer["dtype"])  # a bad name is refused before the problem reads its data
+    problem_name, problem_factory = _plugin("problem", cfg.problem)
+    problem_kwargs = coerce_arguments(problem_factory, cfg.problem, "problem")
+    problem = ProblemHooks(_construct(problem_factory, "problem", problem_name, **problem_kwargs), problem_name)
+    dtype = resolve_dtype(trainer["dtype"], problem)
+    optim_name, optim_factory = _plugin("optim", cfg.optim)
+    optim_kwargs = coerce_arguments(optim_factory, cfg.optim, "optim")
+    optim_kwargs_all = {**optim_kwargs, **injected_arguments("optim", optim_factory, problem=problem.plugin)}  # lstsq asks for the problem
+    torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
+
+    def make_optimizer(leaves):
+        return _construct(optim_factory, "optim", optim_name, leaves, **optim_kwargs_all)
+
+    make_scheduler, sched_name, sched_kwargs = None, None, {}
+    if cfg.get("sched") is not None:
+        sched_name, sched_factory = _plugin("sched", cfg.sched)
+        sched_kwargs = coerce_arguments(sched_factory, cfg.sched, "sched")
+        sched_kwargs_all = {**sched_kwargs, **injected_arguments("sched", sched_factory, total_steps=trainer["steps"])}
+
+        def make_scheduler(optimizer):
+            return _construct(sched_factory, "sched", sched_name, optimizer, **sched_kwargs_all)
+
+    seeds = list(range(trainer["seed"], trainer["seed"] + trainer["replicas"]))
+    job = Job(problem, seeds, device, dtype, make_optimizer, make_scheduler, optim_factory,
+              lambda generator: problem.initial_params(generator, device, dtype), trainer["compile"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["problem"], resolved["optim"] = _plain(problem_kwargs), _plain(optim_kwargs)
+    if sched_name is not None:
+        resolved["sched"] = _plain(sched_kwargs)
+    resolved["trainer"].update(device=str(device), dtype=str(dtype).removeprefix("torch."))
+    plugins = {"problem": problem_name, "optim": optim_name, **({"sched": sched_name} if sched_name else {})}
+    return Experiment(problem, job, trainer, device, plugins, resolved)
+
+
+def check_trainer(t: DictConfig) -> dict[str, Any]:
+    t = OmegaConf.to_container(t, resolve=True)
+    positive = {"steps": "the number of optimiser steps", "replicas": "the number of replicas", "log_every": "steps between logged loss points", "check_every": "steps between checks of tol and divergence"}
+    for key, what in positive.items():
+        if t[key] < 1:
+            raise UserError(f"trainer.{key}={t[key]} is out of range: it is {what} and must be at least 1.")
+    if t["tol"] is not None and not (t["tol"] >= 0):
+        raise UserError(f"trainer.tol={t['tol']} is out of range: it must be >= 0, or null to run every step.")
+    from runner.compiling import MODES, normalise
+
+    t["compile"] = normalise(t["compile"])
+    if t["compile"] not in MODES:
+        raise UserError(f"trainer.compile={t['compile']!r} is not allowed; allowed: {', '.join(MODES)} "
+                        "(auto: compile the loss where the problem says it pays).")
+    if t["progress"] not in PROGRESS_MODES:
+        raise UserError(f"trainer.progress={t['progress']!r} is not allowed; allowed: {', '.join(PROGRESS_MODES)}.")
+    return t
+
+
+def _plugin(kind: str, node: Optional[DictConfig]):
+    if node is None or "_name_" not in node:
+        raise UserError(f"No {kind} selected: choose one with {kind}=NAME (available: {', '.join(registry.plugins(kind))}).")
+    name = node["_name_"]
+    if "_broken_" in node:
+        raise UserError(f"The {kind} plugin '{name}' could not be loaded: {node['_broken_']}")
+    return name, registry.get(kind, name).load()
+
+
+def _construct(factory, kind: str, name: str, *args, **kwargs):
+    """Call a plugin's factory; its ValueError/TypeError is a bad-input message, not a crash."""
+    try:
+        return factory(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        raise UserError(f"{kind}={name} rejected its arguments: {message}" + ("" if message.endswith(".") else ".")) from None
+
+
+def _plain(kwargs: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}

@@ -1,0 +1,198 @@
+"""One run's record, owned by one object from creation to status: the MLflow run (params, tags,
+the metric stream, final metrics, artifacts, status) and the job folder's files (record.json,
+metrics.csv, config.yaml, result.json, figures).
+
+`RunRecord` is a context manager, so every way out of a run closes it the same way: FINISHED,
+FAILED (diverged, or an exception: `RunFailed` is raised once it is recorded) or KILLED (Ctrl-C,
+SIGTERM: the interrupt goes on once it is recorded). Never RUNNING.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import traceback
+from typing import Optional
+
+from omegaconf import OmegaConf
+
+from runner import outcome, signals
+from runner.console import Progress, summary
+from runner.figures import draw_run_figures
+from runner.job_folder import JobFolder
+from runner.store.stream import MetricStream
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+class RunFailed(Exception):
+    """The run failed and is already recorded FAILED in MLflow with its reason."""
+
+
+class StoreLink:
+    """One run's calls to the store: they go through until one fails; the store is then given up
+    (later calls are skipped) and the job folder keeps the record for `python -m runner sync`."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id, self.failed = client, run_id, None
+
+    def call(self, fn, *args, **kwargs) -> bool:
+        if self.failed is not None:
+            return False
+        try:
+            fn(*args, **kwargs)  # the helper retries a busy SQLite store itself
+            return True
+        except Exception as exc:  # the local record keeps everything; sync uploads it later
+            self.failed = exc
+            return False
+
+
+class RunRecord:
+    def __init__(self, client, cfg, experiment, ctx, experiment_id: str, uri: str, name: str):
+        self.client, self.cfg, self.experiment, self.ctx = client, cfg, experiment, ctx
+        self.experiment_id, self.uri, self.name = experiment_id, uri, name
+        self.status, self.error = "FINISHED", None
+        self.loop = self.result = None
+        self.history: list[tuple[int, float]] = []
+
+    def __enter__(self) -> "RunRecord":
+        exp, out = self.experiment, self.ctx.output_dir
+        tags = {**exp.plugins, "mlflow.source.name": "runner", "output_dir": str(out), "config_hash": exp.config_hash, **self.ctx.sweep_tags()}
+        if exp.job.replicas > 1:
+            tags.update(replicas=str(exp.job.replicas), replica_mode=exp.job.plan.mode, replica_note=exp.job.plan.reason)
+        self.run_id = self.client.create_run(self.experiment_id, self.name, tags)
+        self.params = flatten(exp.resolved)
+        self.folder = JobFolder(out, run_id=self.run_id, tracking_uri=self.uri, experiment=self.cfg.tracking.experiment,
+                                experiment_id=self.experiment_id, run_name=self.name, tags=tags, params=self.params)
+        self.link = StoreLink(self.client, self.run_id)
+        self.stream = MetricStream(self.client, self.run_id, out / "metrics.csv")
+        mode = exp.trainer["progress"]
+        if mode == "auto" and self.ctx.multirun:
+            mode = "off"  # jobs of a sweep may run side by side: one line each at the end instead
+        self.progress = Progress(exp.trainer["steps"], mode, label=f"{exp.plugins['problem']}+{exp.plugins['optim']}")
+        self._sigterm = signals.sigterm_raises()
+        self._sigterm.__enter__()
+        try:
+            items = list(self.params.items())
+            for i in range(0, len(items), 100):  # sent without waiting: recorded while the loop runs
+                self.link.call(self.client.log_batch, self.run_id, params=items[i : i + 100], wait=False)
+            (out / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        except BaseException:
+            if not self.__exit__(*sys.exc_info()):
+                raise
+        return self
+
+    def on_points(self, done: int, points, times) -> None:
+        """The loop's logged points: the history, the metric stream, the progress display."""
+        self.history.extend(points)
+        self.stream.put("loss", points, times)
+        self.progress.update(done, points[-1][1] if points else None)
+
+    def finish(self, loop) -> None:
+        """The loop ended: its final loss point and bands, result.json; FAILED if it diverged."""
+        self.loop = loop
+        self.progress.close()
+        if loop.stop_reason == "diverged":
+            self.status, self.error = "FAILED", loop.error
+        if math.isfinite(loop.final_loss):
+            self.history.append((loop.steps, loop.final_loss))
+            self.stream.put("loss", [(loop.steps, loop.final_loss)], [loop.started_at + loop.seconds])
+        for key, points in (loop.bands or {}).items():
+            self.stream.put(key, points)
+        self.result = outcome.result(self.experiment.problem, self.experiment.job, loop)
+        (self.ctx.output_dir / "result.json").write_text(json.dumps(self.result, indent=2, allow_nan=True))
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc is not None:
+                self._failed_by(exc)
+        finally:
+            self._sigterm.__exit__(None, None, None)
+            self._close()
+        if isinstance(exc, Exception):
+            raise RunFailed(self.error) from exc
+        if exc is None and self.status == "FAILED":
+            raise RunFailed(self.error)
+        return False  # an interrupt goes on: the entry point exits 130 or 143
+
+    def _failed_by(self, exc: BaseException) -> None:
+        self.progress.close()
+        if isinstance(exc, KeyboardInterrupt):
+            signals.second_interrupt_exits()
+            self.status, self.error = "KILLED", signals.describe(exc)
+            return
+        self.status, self.error = "FAILED", f"{type(exc).__name__}: {exc}"
+        where = self.ctx.output_dir / "traceback.txt"
+        where.write_text("".join(traceback.format_exception(exc)))
+        print(f"Error: the run failed with {self.error}\n(full traceback in {where})", file=sys.stderr)
+
+    def _close(self) -> None:
+        """Final metrics and tags, artifacts, figures, status: everything the store is sent
+        without waiting, then the status, whose answer comes after all of them."""
+        self.stream.close()
+        if self.stream.error is not None:
+            self.link.failed = self.stream.error  # the store is gone: do not wait on it again
+        exp, loop = self.experiment, self.loop
+        final = outcome.final_metrics(exp.problem, exp.job, loop, self.result)
+        end_tags = [("error", self.error[:5000])] if self.error else []
+        if loop is not None:  # the origin of the loss points' timestamps: reports plot loss against seconds
+            end_tags += [("loop_started_at", f"{loop.started_at:.6f}"), ("compiled", exp.job.compile.reason)]
+        # Sent without waiting: the helper records them while this process draws the figures.
+        self.link.call(self.client.log_batch, self.run_id, metrics=[(k, v, now_ms(), 0) for k, v in final.items()], tags=end_tags, wait=False)
+        artifacts = self._send_artifacts()
+        self.folder.update(status=self.status, error=self.error, final_metrics=final, artifacts=[p.name for p in artifacts])
+        self.link.call(self.client.set_terminated, self.run_id, self.status)
+        self.folder.update(synced=self.link.failed is None)
+        self._tell_user()
+
+    def _send_artifacts(self) -> list:
+        out, send = self.ctx.output_dir, self.cfg.tracking.artifacts
+        artifacts = [p for p in (out / "result.json", out / "config.yaml") if p.exists()] if send else []
+        for path in artifacts:
+            self.link.call(self.client.log_artifact, self.run_id, str(path), wait=False)
+        if self.result is not None and self.status != "KILLED":
+            job = self.experiment.job
+            for path in draw_run_figures(self.link, self.experiment.problem, job, self.history, self.name, out, self.ctx.multirun):
+                if send:
+                    self.link.call(self.client.log_artifact, self.run_id, str(path), wait=False)
+                    artifacts.append(path)
+        return artifacts
+
+    def _tell_user(self) -> None:
+        loop, error, status = self.loop, self.error, self.status
+        if loop is not None and self.result is not None and self.ctx.multirun:
+            print(f"[job {self.ctx.job_num}] {self.name}: {status}{f' ({error})' if error else ''}  final loss {loop.final_loss:.6g}  {loop.steps} steps  {loop.seconds:.3f} s  run {self.run_id}")
+        elif loop is not None and self.result is not None:
+            print(summary(title=self.name, status=status, result=self.result, seconds=loop.seconds, compile_seconds=self.experiment.job.compile.seconds,
+                          run_id=self.run_id, uri=self.uri, experiment_id=self.experiment_id, error=error))
+        elif error:
+            print(f"{self.name}: {status} ({error}); MLflow run {self.run_id}", file=sys.stderr)
+        if self.link.failed is not None:
+            out = self.ctx.output_dir
+            print(f"Warning: the tracking store {self.uri} stopped answering during the run ({str(self.link.failed).splitlines()[0][:200]}). "
+                  f"The full record is kept in {out}; upload it with: python -m runner sync {out}", file=sys.stderr)
+
+    @property
+    def final_loss(self) -> float:
+        return self.loop.final_loss
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, str]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": "0.1"}: a run's params. Keys starting with '_' are internal."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        if str(key).startswith("_"):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            out[name] = text[:MAX_PARAM_CHARS]
+    return out
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+

@@ -1,0 +1,135 @@
+"""`LocalClient`: the TrackingClient interface over MLflow's MlflowClient, in this process.
+
+Used by the helper process (which serves a job's requests with it), a sweep's launching process,
+sync, reap and report. MlflowClient, never the fluent API: no global "active run" to leak between
+jobs that share a worker process (joblib reuses workers). The read methods (search_runs, get_run,
+get_metric_history, ...) return MLflow's own entities.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from runner.errors import UserError
+from runner.store.uri import store_lock
+
+for _noisy in ("alembic", "mlflow.store.db.utils", "mlflow.tracking._tracking_service.client"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+
+class LocalClient:
+    """One store, MLflow in process. Created cheaply: MLflow's client is made on first use."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._mlflow = None
+        self._experiments: dict[str, str] = {}  # name -> id: the jobs of a sweep look it up once
+
+    @property
+    def mlflow(self):
+        if self._mlflow is None:
+            from mlflow.tracking import MlflowClient
+
+            self._mlflow = MlflowClient(tracking_uri=self.uri)
+        return self._mlflow
+
+    # -- writes (the TrackingClient interface) ----------------------------------------------------
+    def open_experiment(self, name: str) -> str:
+        """Created if missing, under the store lock: parallel first use of SQLite corrupts it."""
+        if name not in self._experiments:
+            self._experiments[name] = self._open_experiment(name)
+        return self._experiments[name]
+
+    def _open_experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        with store_lock(self.uri):
+            try:
+                exp = self.mlflow.get_experiment_by_name(name)
+                if exp is None:
+                    return self.mlflow.create_experiment(name)
+                if exp.lifecycle_stage == "deleted":
+                    raise UserError(
+                        f"MLflow experiment '{name}' was deleted; restore it (mlflow experiments restore "
+                        f"--experiment-id {exp.experiment_id}) or choose another tracking.experiment."
+                    )
+                return exp.experiment_id
+            except MlflowException as exc:
+                raise UserError(f"The tracking store {self.uri} refused to open experiment '{name}': {exc.message}") from None
+
+    def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+        return self.mlflow.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+    def log_batch(self, run_id: str, metrics: Iterable[tuple] = (), params: Iterable[tuple] = (),
+                  tags: Iterable[tuple] = (), wait: bool = True) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        self.mlflow.log_batch(run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in metrics],
+                              params=[Param(k, v) for k, v in params], tags=[RunTag(k, v) for k, v in tags])
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.mlflow.set_tag(run_id, key, value)
+
+    def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None:
+        self.mlflow.log_artifact(run_id, path)
+
+    def log_artifacts(self, run_id: str, folder: str, artifact_path: Optional[str] = None) -> None:
+        self.mlflow.log_artifacts(run_id, folder, artifact_path)
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        self.mlflow.set_terminated(run_id, status)
+
+    def finished_run(self, experiment_id: str, config_hash: str) -> Optional[tuple[str, dict[str, float]]]:
+        runs = self.mlflow.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                                       filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'")
+        return (runs[0].info.run_id, dict(runs[0].data.metrics)) if runs else None
+
+    def draw_loss_curve(self, points: list, path: str, title: str) -> None:
+        from runner.figures import save_loss_curve
+
+        save_loss_curve(points, Path(path), title)
+
+    def wait(self) -> None:
+        """Every call here is done when it returns."""
+
+    # -- reads: MLflow's entities, for sweeps, sync, reap and reports -----------------------------
+    def find_run(self, run_id: str):
+        """The run, or None when the store does not hold it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.mlflow.get_run(run_id)
+        except MlflowException:
+            return None
+
+    def get_run(self, run_id: str):
+        return self.mlflow.get_run(run_id)
+
+    def search_runs(self, experiment_ids: list[str], filter_string: str = "", max_results: int = 50000, **kwargs: Any):
+        return self.mlflow.search_runs(experiment_ids, filter_string=filter_string, max_results=max_results, **kwargs)
+
+    def get_metric_history(self, run_id: str, key: str):
+        return self.mlflow.get_metric_history(run_id, key)
+
+    def get_experiment_by_name(self, name: str):
+        return self.mlflow.get_experiment_by_name(name)
+
+    def search_experiments(self, **kwargs: Any):
+        return self.mlflow.search_experiments(**kwargs)
+
+    def list_artifacts(self, run_id: str, path: Optional[str] = None):
+        return self.mlflow.list_artifacts(run_id, path)
+
+    def download_artifacts(self, run_id: str, path: str, dst_path: Optional[str] = None):
+        return self.mlflow.download_artifacts(run_id, path, dst_path)
+
+
+_clients: dict[str, LocalClient] = {}  # private: one per store and process (a client costs ~0.1 s)
+
+
+def local_client(uri: str) -> LocalClient:
+    """The in-process client for `uri`: jobs of a sweep that share a worker reuse it."""
+    if uri not in _clients:
+        _clients[uri] = LocalClient(uri)
+    return _clients[uri]

@@ -101,8 +101,9 @@ def _plugin(kind: str, node: Optional[DictConfig]):
     if node is None or "_name_" not in node:
         raise UserError(f"No {kind} selected: choose one with {kind}=NAME (available: {', '.join(registry.plugins(kind))}).")
     name = node["_name_"]
-    if "_broken_" in node:
-        raise UserError(f"The {kind} plugin '{name}' could not be loaded: {node['_broken_']}")
+    if "_broken_" in node:  # configs.register could not load it: say why (registry's message names it)
+        why = str(node["_broken_"])
+        raise UserError(why if why.startswith(f"The {kind} plugin '{name}'") else f"The {kind} plugin '{name}' could not be loaded: {why}")
     return name, registry.get(kind, name).load()
 
 

@@ -1,0 +1,60 @@
+"""runner/contract.py: what it refuses, what it allows, and the defaults the engine gets through
+ProblemHooks. (The refusal through the CLI, with a pip-installed package, is tests/test_examples.py.)"""
+import pytest
+import torch
+
+from runner import contract, registry
+
+
+class Good(contract.Problem):
+    def __init__(self, n: int = 2):
+        self.n = n
+
+    def initial_params(self, generator, device, dtype):
+        return {"x": torch.randn(self.n, generator=generator, dtype=dtype).to(device)}
+
+    def loss(self, params):
+        return (params["x"] ** 2).sum()
+
+    def reference(self):  # a public method of its own (lstsq calls such a one): allowed
+        return 0.0
+
+
+def test_every_installed_plugin_keeps_the_contract():
+    for kind in registry.GROUPS:
+        for plugin in registry.plugins(kind).values():
+            plugin.load()  # raises UserError naming the plugin otherwise
+
+
+@pytest.mark.parametrize("body, why", [
+    ("def initial_param(self, generator, device, dtype): ...\n    def loss(self, params): ...", r"no initial_params\(\) method"),
+    ("def initial_params(self, generator, device, dtype): ...\n    def loss(self, params): ...\n    def initial_param(self, g): ...", "did you mean 'initial_params'"),
+    ("def initial_params(self, generator, device, dtype): ...\n    def loss(self, params): ...\n    def metric(self, params): ...", "did you mean 'metrics'"),
+    ("def initial_params(self, generator, device, dtype): ...\n    def loss(self): ...", r"loss\(\) does not take 1 argument"),
+    ("def __init__(self, total_steps: int = 3): ...\n    def initial_params(self, generator, device, dtype): ...\n    def loss(self, params): ...", "total_steps"),
+])
+def test_a_problem_that_breaks_the_contract_is_refused(body, why):
+    namespace: dict = {}
+    exec(f"class P:\n    {body}\n", namespace)
+    with pytest.raises(ValueError, match=why):
+        contract.check("problem", namespace["P"])
+
+
+def test_a_good_problem_passes_and_gets_the_defaults():
+    contract.check("problem", Good)
+    hooks = contract.ProblemHooks(Good(), "good")
+    params = hooks.initial_params(torch.Generator().manual_seed(0), torch.device("cpu"), torch.float64)
+    assert params["x"].requires_grad and params["x"].dtype == torch.float64
+    assert hooks.metrics(params) == {} and hooks.solution(params) == {} and hooks.figures(params) == {}
+    assert hooks.truth() is None and hooks.optimum_loss() is None and not hooks.compile_pays("cpu", torch.float32)
+    assert hooks.preferred_dtype is None
+    batched = {"x": torch.stack([params["x"].detach(), 2 * params["x"].detach()])}
+    assert torch.allclose(hooks.batched_loss(batched), torch.stack([(b ** 2).sum() for b in batched["x"]]))
+
+
+def test_injected_arguments_go_only_to_those_who_ask():
+    def sched(optimizer, total_steps: int, gamma: float = 0.5): ...
+    def plain(optimizer, gamma: float = 0.5): ...
+    assert contract.injected_arguments("sched", sched, total_steps=7) == {"total_steps": 7}
+    assert contract.injected_arguments("sched", plain, total_steps=7) == {}
+    assert contract.injected_arguments("problem", sched, total_steps=7) == {}

@@ -100,14 +100,9 @@ class Scheduler:
     trainer.steps (sched=cosine needs no length of its own)."""
 
 
-HOOKS = {
-    "problem": {  # name: positional arguments after self
-        "initial_params": 3, "loss": 1, "metrics": 1, "solution": 1, "figures": 1, "truth": 0,
-        "optimum_loss": 0, "target_loss": 0, "compile_pays": 2, "batched_loss": 1,
-    },
-    "optim": {},
-    "sched": {},
-}
+# Methods (name: positional arguments after self), required ones, and declared attributes, per kind.
+HOOKS = {"problem": {"initial_params": 3, "loss": 1, "metrics": 1, "solution": 1, "figures": 1, "truth": 0,
+                     "optimum_loss": 0, "target_loss": 0, "compile_pays": 2, "batched_loss": 1}, "optim": {}, "sched": {}}
 REQUIRED = {"problem": ("initial_params", "loss"), "optim": (), "sched": ()}
 ATTRIBUTES = {"problem": ("preferred_dtype",), "optim": ("elementwise",), "sched": ()}
 
@@ -220,8 +215,7 @@ class ProblemHooks:
             raise UserError(f"The problem plugin '{self.name}' broke its contract: initial_params must return a non-empty dict of floating-point tensors.")
         return {key: value.detach().requires_grad_(True) for key, value in params.items()}
 
-    def raw_initial_params(self, generator, device, dtype) -> dict:
-        """The plugin's own answer, unchecked (replicas stack several of them)."""
+    def raw_initial_params(self, generator, device, dtype) -> dict:  # unchecked: replicas stack them
         return self.plugin.initial_params(generator, device, dtype)
 
     def metrics(self, params: dict) -> dict[str, float]:

@@ -48,3 +48,10 @@ def second_interrupt_exits() -> None:
     """While clean-up after an interrupt runs, a second Ctrl-C leaves at once."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+
+
+def ignore_interrupts() -> None:
+    """For the MLflow helper process: SIGINT and SIGTERM are the job's to handle (it closes its
+    run through the helper, which must outlive it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

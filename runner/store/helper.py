@@ -185,13 +185,12 @@ def _commands(uri: str) -> dict:
 
 def serve(fd: int) -> None:
     """Import MLflow, then answer requests until the job's process closes its end."""
-    import signal
+    from runner import signals
 
     # A scheduler's SIGTERM (SLURM's scancel, a pod's stop) reaches every process of the job at
     # once; the job handles it by closing its run KILLED through this helper, which must outlive
     # it. The helper leaves when the job's end of the socket closes, however the job ends.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signals.ignore_interrupts()
     conn = Connection(fd)
     from runner.store.uri import call_with_retry, fail_fast_over_http
 

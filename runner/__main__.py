@@ -10,8 +10,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module:function, one-line description)
     "sync": ("runner.sync:main", "upload job records that did not reach MLflow (server down), exactly once"),
     "reap": ("runner.reap:main", "mark RUNNING runs whose heartbeat stopped (killed process) as KILLED"),
-    "report": ("runner.report:main", "comparison report (HTML, figures, leaderboard.csv) of an experiment or sweep, from MLflow"),
-    "accuracy": ("runner.accuracy:main", "digits (min LRE) per NIST dataset and optimiser, from MLflow"),
+    "report": ("runner.report.cli:report_main", "comparison report (HTML, figures, leaderboard.csv) of an experiment or sweep, from MLflow"),
+    "accuracy": ("runner.report.cli:accuracy_main", "digits (min LRE) per NIST dataset and optimiser, from MLflow"),
 }
 
 HELP = """\

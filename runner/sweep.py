@@ -9,7 +9,6 @@ through runner.job_context.SweepParent.
 """
 from __future__ import annotations
 
-import csv
 import io
 import math
 import sys
@@ -134,7 +133,7 @@ def finish(interrupted: bool = False) -> Optional[Outcome]:
 
 
 def _attach_report(client, info: dict, folder: Path) -> None:
-    """The comparison report (runner/report.py) of the sweep's children, as the parent's
+    """The comparison report (runner/report/) of the sweep's children, as the parent's
     `report/` artifacts: the MLflow UI shows report.html without another command. A report that
     cannot be made is a warning on the parent, never a failed sweep."""
     from runner.report import write_report
@@ -150,27 +149,11 @@ def _attach_report(client, info: dict, folder: Path) -> None:
 
 
 def leaderboard(client, info: dict) -> list[dict]:
-    from runner.store.uri import unclip
+    """The sweep's jobs, best first: the job ranking of runner/report/leaderboard.py."""
+    from runner.report import collect
+    from runner.report.leaderboard import job_ranking
 
-    runs = client.search_runs(
-        [info["experiment_id"]], filter_string=f"tags.`mlflow.parentRunId` = '{info['run_id']}'", max_results=50000
-    )
-    rows = []
-    for r in runs:
-        m = r.data.metrics
-        rows.append({
-            "job": int(r.data.tags.get("sweep_job", -1)),
-            "run_id": r.info.run_id,
-            "name": r.info.run_name,
-            "overrides": r.data.tags.get("overrides", ""),
-            "status": r.info.status,
-            "final_loss": unclip(m.get("final_loss", math.nan)),
-            "steps": int(m["steps"]) if "steps" in m else None,
-            "loop_seconds": m.get("loop_seconds", math.nan),
-            "error": r.data.tags.get("error", ""),
-        })
-    rank = lambda r: (r["status"] != "FINISHED", r["final_loss"] if math.isfinite(r["final_loss"]) else math.inf, r["job"])  # noqa: E731
-    return sorted(rows, key=rank)
+    return job_ranking(collect.search(client, info["experiment_id"], collect.children_of(info["run_id"])))
 
 
 def _record_best(client, run_id: str, rows: list[dict]) -> None:
@@ -187,76 +170,23 @@ def _record_best(client, run_id: str, rows: list[dict]) -> None:
     client.log_batch(run_id, metrics=metrics, params=params[:100], tags=tags)
 
 
-COLUMNS = ["job", "overrides", "status", "final_loss", "steps", "loop_seconds", "error", "run_id"]
-
-
 def _write_leaderboard(rows: list[dict], out: Path) -> None:
-    with open(out / "leaderboard.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = ["| " + " | ".join(COLUMNS[:-1]) + " |", "|" + "---|" * (len(COLUMNS) - 1)]
-    for r in rows:
-        lines.append("| " + " | ".join(_cell(r[c]) for c in COLUMNS[:-1]) + " |")
-    (out / "leaderboard.md").write_text("\n".join(lines) + "\n")
+    from runner.report.leaderboard import write_job_ranking
 
-
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "" if v is None else str(v).replace("|", "/")
+    write_job_ranking(rows, out)
 
 
 def _render_table(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from runner.report.sweep_figures import job_table
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = COLUMNS[:-2]
-    cells = [[_cell(r[c])[:60] for c in cols] for r in rows] or [["" for _ in cols]]
-    fig, ax = plt.subplots(figsize=(11, 0.6 + 0.3 * (len(cells) + 1)))
-    ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=cols, loc="center", cellLoc="left")
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    table.auto_set_column_width(list(range(len(cols))))
-    for i, r in enumerate(rows, start=1):
-        if r["status"] != "FINISHED":
-            for j in range(len(cols)):
-                table[i, j].set_facecolor("#f8d7da")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    job_table(rows, path)
 
 
 def _plot_curves(client, rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from runner.report import collect
+    from runner.report.sweep_figures import job_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    positive = True
-    for r in rows:
-        history = client.get_metric_history(r["run_id"], "loss")
-        if not history:
-            continue
-        steps, values = zip(*sorted((p.step, p.value) for p in history))
-        positive = positive and min(values) > 0
-        style = "-" if r["status"] == "FINISHED" else ":"
-        ax.plot(steps, values, style, lw=1.2, label=(r["overrides"] or r["name"])[:50])
-    if positive:
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("Loss of every job (dotted: failed)")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.lines and len(rows) <= 20:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    job_curves(rows, {r["run_id"]: collect.loss_points(client, r["run_id"]) for r in rows}, path)
 
 
 def console_summary(info: dict, rows: list[dict], interrupted: bool) -> str:

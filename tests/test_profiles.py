@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from runner.profiles import breakpoints, data_profile, performance_profile, performance_ratios
+from runner.report.profiles import breakpoints, data_profile, performance_profile, performance_ratios
 
 INF = math.inf
 

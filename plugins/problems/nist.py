@@ -8,7 +8,6 @@ values allow, and its minimum `min_lre`.
 """
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Optional
@@ -17,19 +16,11 @@ import numpy as np
 
 from plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
 from plugins.problems.strd import StrdError, read_strd
+from runner.lre import lre
 
 DATA = Path(__file__).resolve().parent / "nist_data"
 DATASETS = ("Norris", "Pontius", "NoInt1", "NoInt2", "Filip", "Longley",
             "Wampler1", "Wampler2", "Wampler3", "Wampler4", "Wampler5")
-MAX_LRE = 15.0
-
-
-def lre(estimate: float, certified: float) -> float:
-    error = abs(estimate - certified)
-    if error == 0 or not math.isfinite(estimate):
-        return MAX_LRE if error == 0 else 0.0
-    value = -math.log10(error / abs(certified)) if certified != 0 else -math.log10(error)
-    return max(0.0, min(MAX_LRE, value))
 
 
 class Nist(LinearLeastSquares):

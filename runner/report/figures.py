@@ -1,4 +1,4 @@
-"""The report's figures: convergence with a band over seeds, and performance / data profiles.
+"""Render, figures: convergence with a band over seeds, and performance / data profiles.
 
 matplotlib's object API (no pyplot), as in runner/figures.py. Each solver keeps one colour in
 every figure of a report.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner import profiles
+from runner.report import profiles
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 _STYLES = ["-", "--", "-.", ":"]
@@ -51,18 +51,7 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None) -> No
     from matplotlib.figure import Figure
 
     colours = colours or style([r.solver_label for r in runs])
-    optimum = np.nanmedian([r.metrics.get("loss_optimum", np.nan) for r in runs]) if any("loss_optimum" in r.metrics for r in runs) else None
-    targets = [r.target for r in runs if r.target is not None]
-    target = float(np.median(targets)) if targets else None
-    floor = None
-    if optimum is not None and target is not None and target > optimum:
-        floor = (target - optimum) * 1e-15  # an excess of zero (or below: round-off) still shows, at the bottom
-    shift = optimum if optimum is not None else 0.0
-
-    def transform(v: np.ndarray) -> np.ndarray:
-        v = v - shift
-        return np.maximum(v, floor) if floor is not None else v
-
+    scale = _LossScale(runs)
     fig = Figure(figsize=(11, 4.2))
     fig.subplots_adjust(left=0.07, right=0.985, top=0.86, bottom=0.13, wspace=0.18)
     axes = fig.subplots(1, 2)
@@ -74,17 +63,7 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None) -> No
             continue
         colour, line = colours[solver]
         for ax, col in ((axes[0], 0), (axes[1], 2)):
-            xs_all = np.concatenate([np.array([p[col] for p in r.history], float) for r in group])
-            grid = _grid(xs_all, 400) if col == 0 else np.linspace(0.0, xs_all.max(), 300)
-            matrix = np.array([_carried(np.array([p[col] for p in r.history], float), transform(np.array([p[1] for p in r.history], float)),
-                                        grid, r.finished) for r in group])
-            lo, mid, hi = _quantiles(matrix)
-            if len(group) == 1 and group[0].bands and col == 0:  # one replicas run: its replicas' band
-                b = group[0].bands
-                steps = np.array(sorted(b.get("loss_q10", {})), float)
-                if len(steps):
-                    lo = _carried(steps, transform(np.array([b["loss_q10"][s] for s in steps])), grid, True)
-                    hi = _carried(steps, transform(np.array([b["loss_q90"].get(s, np.nan) for s in steps])), grid, True)
+            grid, lo, mid, hi = _band(group, col, scale)
             n = f" ({len(group)} runs)" if len(group) > 1 else ""
             ax.plot(grid, mid, line, color=colour, lw=1.6, label=f"{solver}{n}"[:60])
             ax.fill_between(grid, lo, hi, color=colour, alpha=0.18, lw=0)
@@ -93,18 +72,53 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None) -> No
                 starts.append(finite[0])
             positive = positive and (finite.size == 0 or finite.min() > 0)
     for ax, xlabel in ((axes[0], "optimiser step"), (axes[1], "seconds (loop wall time)")):
-        if target is not None:
-            ax.axhline(transform(np.array([target]))[0], color="k", ls="--", lw=0.8, label="target")
+        if scale.target is not None:
+            ax.axhline(scale(np.array([scale.target]))[0], color="k", ls="--", lw=0.8, label="target")
         if positive:
             ax.set_yscale("log")
             if starts:
                 ax.set_ylim(top=max(starts) * 1e3)
         ax.set_xlabel(xlabel)
         ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("loss − optimum" if optimum is not None else "loss")
+    axes[0].set_ylabel("loss − optimum" if scale.optimum is not None else "loss")
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{title}: median over seeds, 10–90 % band", fontsize=11)
     fig.savefig(path, dpi=90)
+
+
+class _LossScale:
+    """What the convergence plot shows of a loss: the excess above the problem's optimum where
+    the problem knows it, with a floor so that an excess of zero still shows."""
+
+    def __init__(self, runs):
+        known = any("loss_optimum" in r.metrics for r in runs)
+        self.optimum = np.nanmedian([r.metrics.get("loss_optimum", np.nan) for r in runs]) if known else None
+        targets = [r.target for r in runs if r.target is not None]
+        self.target = float(np.median(targets)) if targets else None
+        self.floor = None
+        if self.optimum is not None and self.target is not None and self.target > self.optimum:
+            self.floor = (self.target - self.optimum) * 1e-15  # an excess of zero (or below: round-off) shows, at the bottom
+        self.shift = self.optimum if self.optimum is not None else 0.0
+
+    def __call__(self, v: np.ndarray) -> np.ndarray:
+        v = v - self.shift
+        return np.maximum(v, self.floor) if self.floor is not None else v
+
+
+def _band(group, col: int, scale: _LossScale):
+    """(grid, 10 %, median, 90 %) of one solver's runs against steps (col 0) or seconds (col 2)."""
+    xs_all = np.concatenate([np.array([p[col] for p in r.history], float) for r in group])
+    grid = _grid(xs_all, 400) if col == 0 else np.linspace(0.0, xs_all.max(), 300)
+    matrix = np.array([_carried(np.array([p[col] for p in r.history], float), scale(np.array([p[1] for p in r.history], float)),
+                                grid, r.finished) for r in group])
+    lo, mid, hi = _quantiles(matrix)
+    if len(group) == 1 and group[0].bands and col == 0:  # one replicas run: its replicas' band
+        b = group[0].bands
+        steps = np.array(sorted(b.get("loss_q10", {})), float)
+        if len(steps):
+            lo = _carried(steps, scale(np.array([b["loss_q10"][s] for s in steps])), grid, True)
+            hi = _carried(steps, scale(np.array([b["loss_q90"].get(s, np.nan) for s in steps])), grid, True)
+    return grid, lo, mid, hi
 
 
 def profiles_figure(solvers: list[str], tables: dict[str, np.ndarray], n_problems: int, n_instances: int, path: Path,

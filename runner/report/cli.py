@@ -1,0 +1,104 @@
+"""`python -m runner report` and `python -m runner accuracy`: arguments in, files and a summary out.
+
+A UserError (bad argument, unknown experiment or run, no runs) is one line on stderr and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+from runner.errors import UserError
+from runner.report import accuracy, collect
+from runner.report.analyse import DEFAULT_TAU
+
+
+def report_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runner report",
+        description="Write a comparison report (report.html, PNG figures, leaderboard.csv) from the runs MLflow holds.",
+        epilog="tracking.uri=URI and tracking.experiment=NAME are accepted as for runs.")
+    parser.add_argument("overrides", nargs="*", help="tracking.uri=URI, tracking.experiment=NAME")
+    parser.add_argument("--experiment", default=None, help="MLflow experiment (default: runner)")
+    parser.add_argument("--parent", default=None, metavar="RUN_ID", help="only the children of this sweep's parent run")
+    parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default: reports/NAME here)")
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here")
+    parser.add_argument("--tau", type=float, default=DEFAULT_TAU,
+                        help=f"Moré-Wild tolerance for problems that declare no target (default {DEFAULT_TAU:g})")
+    args = parser.parse_args(argv)
+    try:
+        uri, experiment = _tracking_overrides(args.overrides, args.tracking_uri, args.experiment)
+        if not (0 < args.tau < 1):
+            raise UserError(f"--tau={args.tau} is out of range: it is a relative tolerance, 0 < tau < 1.")
+        report = _report(uri, experiment, args.parent, args.out, args.tau)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Report of {report.runs} runs: {report.folder / 'report.html'}")
+    for row in report.rows:
+        print(f"  {row['problem'][:30]:<30} {row['solver'][:34]:<34} solved {row['solved']}/{row['runs']}  "
+              f"median final loss {row['median_final_loss']:.4g}")
+    return 0
+
+
+def _tracking_overrides(overrides: list[str], uri: Optional[str], experiment: Optional[str]):
+    """(uri, experiment) with tracking.uri=… and tracking.experiment=… applied, as a run takes them."""
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        if key == "tracking.uri" and sep:
+            uri = value
+        elif key == "tracking.experiment" and sep:
+            experiment = value
+        else:
+            raise UserError(f"'{o}' is not understood here: `report` takes tracking.uri=URI, tracking.experiment=NAME "
+                            "and the options in `python -m runner report --help`.")
+    return uri, experiment
+
+
+def _report(uri, experiment, parent, out, tau):
+    from runner.report.build import safe_name, write_report
+
+    client, uri = collect.open_store(uri)
+    if parent:
+        experiment_id, name = collect.sweep_parent(client, uri, parent)
+        source = f"sweep {name} ({parent}) in {uri}"
+    else:
+        experiment = experiment or "runner"
+        experiment_id, name = collect.experiment_id(client, experiment), experiment
+        if experiment_id is None:
+            names = ", ".join(collect.experiment_names(client)) or "none"
+            raise UserError(f"--experiment {experiment}: no such experiment in {uri} (there are: {names}).")
+        source = f"experiment {experiment} in {uri}"
+    folder = Path(out) if out else Path("reports") / safe_name(name)
+    return write_report(client, folder, experiment_id=experiment_id, parent_run_id=parent, source=source, tau=tau)
+
+
+def accuracy_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runner accuracy",
+                                     description="`python -m runner accuracy`: the digits each optimiser got on NIST StRD, read back from MLflow.")
+    parser.add_argument("--experiment", default="runner", help="MLflow experiment (default: runner)")
+    parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here")
+    parser.add_argument("--out", default=None, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    try:
+        table = _accuracy(args.tracking_uri, args.experiment)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    print(table)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(table + "\n")
+    return 0
+
+
+def _accuracy(uri: Optional[str], experiment: str) -> str:
+    client, uri = collect.open_store(uri)
+    experiment_id = collect.experiment_id(client, experiment)
+    if experiment_id is None:
+        raise UserError(f"No experiment '{experiment}' in {uri}. Run the NIST sweep first (see the README).")
+    runs = collect.search(client, experiment_id, accuracy.NIST_FINISHED)
+    if not runs:
+        raise UserError(f"Experiment '{experiment}' holds no finished problem=nist run.")
+    return accuracy.accuracy_table(runs)

@@ -1,0 +1,111 @@
+"""The leaderboards, defined once for sweeps and reports: what is ranked, by what, and the files.
+
+Two views of the same runs, at two grains:
+
+- `leaderboard(runs)`: per problem and solver, over its seeds: how many solved, success rate,
+  median final loss and cost to the target. Ranked by success, then cost, then final loss. The
+  report's `leaderboard.csv` (and a sweep parent's `report/leaderboard.csv`).
+- `job_ranking(runs)`: a sweep's jobs one by one, finished before failed, then by final loss.
+  The sweep parent's own `leaderboard.csv` / `.md` / `.png` and its console summary.
+
+Both name a best run the same way: the finished run with the least final loss.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Optional
+
+from runner.report.collect import RunData
+
+LEADERBOARD_COLUMNS = ["problem", "solver", "runs", "finished", "failures", "solved", "success_rate",
+                       "median_final_loss", "median_steps_to_target", "median_seconds_to_target", "target_loss", "best_run_id"]
+JOB_COLUMNS = ["job", "overrides", "status", "final_loss", "steps", "loop_seconds", "error", "run_id"]
+
+
+def best_run(runs: list[RunData]) -> Optional[RunData]:
+    """The finished run with the least final loss (the first of equals); None if none finished."""
+    return min((r for r in runs if r.finished), key=lambda r: _nan_last(r.final_loss), default=None)
+
+
+def leaderboard(runs: list[RunData]) -> list[dict]:
+    """One row per (problem label, solver label); analyse.label and analyse.judge ran first."""
+    groups: dict[tuple, list[RunData]] = {}
+    for r in runs:
+        groups.setdefault((r.problem_label, r.solver_label), []).append(r)
+    rows = [_leaderboard_row(problem, solver, group) for (problem, solver), group in groups.items()]
+    rank = lambda row: (row["problem"], -row["success_rate"], _nan_last(row["median_steps_to_target"]), _nan_last(row["median_final_loss"]))  # noqa: E731
+    return sorted(rows, key=rank)
+
+
+def _leaderboard_row(problem: str, solver: str, group: list[RunData]) -> dict:
+    finished = [r for r in group if r.finished]
+    solved = [r for r in group if r.solved]
+    finals = [r.final_loss for r in finished if math.isfinite(r.final_loss)]
+    targets = [r.target for r in group if r.target is not None]
+    best = best_run(group)
+    return {
+        "problem": problem, "solver": solver, "runs": len(group), "finished": len(finished),
+        "failures": len(group) - len(finished), "solved": len(solved),
+        "success_rate": len(solved) / len(group),
+        "median_final_loss": _median(finals),
+        "median_steps_to_target": _median([r.steps_to_target for r in solved]),
+        "median_seconds_to_target": _median([r.seconds_to_target for r in solved]),
+        "target_loss": _median(targets),
+        "best_run_id": best.run_id if best else "",
+    }
+
+
+def job_ranking(runs: list[RunData]) -> list[dict]:
+    """A sweep's jobs (every child, whatever its status), best first, failures last."""
+    rows = [{
+        "job": int(r.tags.get("sweep_job", -1)),
+        "run_id": r.run_id,
+        "name": r.name,
+        "overrides": r.tags.get("overrides", ""),
+        "status": r.status,
+        "final_loss": r.final_loss,
+        "steps": int(r.metrics["steps"]) if "steps" in r.metrics else None,
+        "loop_seconds": r.metrics.get("loop_seconds", math.nan),
+        "error": r.error,
+    } for r in runs]
+    rank = lambda r: (r["status"] != "FINISHED", _nan_last(r["final_loss"]), r["job"])  # noqa: E731
+    return sorted(rows, key=rank)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _nan_last(v: float) -> float:
+    return v if math.isfinite(v) else math.inf
+
+
+# -- files --------------------------------------------------------------------------------------------
+def write_leaderboard(rows: list[dict], path: Path) -> None:
+    _write_csv(rows, LEADERBOARD_COLUMNS, path)
+
+
+def write_job_ranking(rows: list[dict], folder: Path) -> None:
+    """leaderboard.csv (every column) and leaderboard.md (without the run id) in `folder`."""
+    _write_csv(rows, JOB_COLUMNS, folder / "leaderboard.csv")
+    shown = JOB_COLUMNS[:-1]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in shown) + " |" for r in rows]
+    (folder / "leaderboard.md").write_text("\n".join(lines) + "\n")
+
+
+def _write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def cell(value: Any) -> str:
+    """A value as a Markdown or figure table shows it: floats to 4 digits, no pipes."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value).replace("|", "/")

@@ -1,0 +1,58 @@
+"""Render, a sweep parent's own figures: its job ranking as a table, and every job's loss curve.
+
+matplotlib's object API (no pyplot: no global figure registry), as in runner/figures.py.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.report.leaderboard import JOB_COLUMNS, cell
+
+
+def job_table(rows: list[dict], path: Path) -> None:
+    """leaderboard.png: the job ranking without error and run id, failed jobs shaded."""
+    from matplotlib.figure import Figure
+
+    cols = JOB_COLUMNS[:-2]
+    cells = [[cell(r[c])[:60] for c in cols] for r in rows] or [["" for _ in cols]]
+    fig = Figure(figsize=(11, 0.6 + 0.3 * (len(cells) + 1)))
+    ax = fig.subplots()
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=cols, loc="center", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(cols))))
+    for i, r in enumerate(rows, start=1):
+        if r["status"] != "FINISHED":
+            for j in range(len(cols)):
+                table[i, j].set_facecolor("#f8d7da")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def job_curves(rows: list[dict], curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """loss_curves.png: each job's loss (`curves`: run id -> [(step, loss)]) on one axis, in the
+    ranking's order; failed jobs dotted. Log scale when every loss is positive."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    positive = True
+    for r in rows:
+        points = curves.get(r["run_id"])
+        if not points:
+            continue
+        steps, values = zip(*points)
+        positive = positive and min(values) > 0
+        style = "-" if r["status"] == "FINISHED" else ":"
+        ax.plot(steps, values, style, lw=1.2, label=(r["overrides"] or r["name"])[:50])
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss of every job (dotted: failed)")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.lines and len(rows) <= 20:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

@@ -145,3 +145,22 @@ def test_judge_declared_target_fallback_and_failures():
     assert tables["steps"].tolist() == [[21, 11], [math.inf, math.inf], [21, 21]] and not notes
     solvers, instances, tables, notes = cost_tables(runs[:3] + runs[4:])  # p from seed 1: b only
     assert instances == [("p", 0, 1), ("q", 0, 1)] and notes
+
+
+def test_figures_draw_text_with_dollar_signs_as_typed(tmp_path):
+    """An override or label holding `$`: matplotlib would read it as mathtext and fail to draw."""
+    from runner.report.figures import convergence, profiles_figure
+    from runner.report.sweep_figures import job_curves, job_table
+
+    hostile = r'problem.equations=["$\frac{x$ = 1"]'
+    runs = [_run(hostile, "a$b", 0, [10, 1, 0.1], target=0.5), _run(hostile, "a$b", 1, [10, 2, 0.2], target=0.5)]
+    label(runs)
+    judge(runs)
+    convergence(runs, runs[0].problem_label, tmp_path / "convergence.png")
+    solvers, _, tables, _ = cost_tables(runs)
+    profiles_figure(solvers, tables, 1, 2, tmp_path / "profiles.png")
+    rows = [{"job": 0, "run_id": "r0", "name": "n", "overrides": hostile, "status": "FAILED", "final_loss": math.inf,
+             "steps": 3, "loop_seconds": 0.1, "error": "cost $5 $\\alpha"}]
+    job_curves(rows, {"r0": [(0, 1.0), (10, 0.5)]}, tmp_path / "curves.png")
+    job_table(rows, tmp_path / "table.png")
+    assert all((tmp_path / f).stat().st_size > 5000 for f in ("convergence.png", "profiles.png", "curves.png", "table.png"))

@@ -12,13 +12,19 @@ import numpy as np
 
 from runner.report import profiles
 
-_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
-_STYLES = ["-", "--", "-.", ":"]
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+_STYLES = ("-", "--", "-.", ":")
 
 
 def style(solvers: list[str]) -> dict[str, tuple[str, str]]:
     """(colour, line style) for each solver: ten colours, then the next line style."""
     return {s: (_PALETTE[i % 10], _STYLES[(i // 10) % 4]) for i, s in enumerate(sorted(solvers))}
+
+
+def plain(text: str) -> str:
+    """User text (labels, overrides) shown as typed: a `$` would start matplotlib's mathtext, and
+    `$\\frac{x$` makes the whole figure fail to draw."""
+    return text.replace("$", r"\$")
 
 
 def _quantiles(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,7 +71,7 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None) -> No
         for ax, col in ((axes[0], 0), (axes[1], 2)):
             grid, lo, mid, hi = _band(group, col, scale)
             n = f" ({len(group)} runs)" if len(group) > 1 else ""
-            ax.plot(grid, mid, line, color=colour, lw=1.6, label=f"{solver}{n}"[:60])
+            ax.plot(grid, mid, line, color=colour, lw=1.6, label=plain(f"{solver}{n}"[:60]))
             ax.fill_between(grid, lo, hi, color=colour, alpha=0.18, lw=0)
             finite = mid[np.isfinite(mid)]
             if col == 0 and finite.size:
@@ -82,7 +88,7 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None) -> No
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("loss − optimum" if scale.optimum is not None else "loss")
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(f"{title}: median over seeds, 10–90 % band", fontsize=11)
+    fig.suptitle(f"{plain(title)}: median over seeds, 10–90 % band", fontsize=11)
     fig.savefig(path, dpi=90)
 
 
@@ -144,8 +150,8 @@ def profiles_figure(solvers: list[str], tables: dict[str, np.ndarray], n_problem
         d = profiles.data_profile(t, budgets)
         for j, s in enumerate(solvers):
             colour, line = colours[s]
-            axes[0, col].step(taus, rho[:, j], line, where="post", color=colour, lw=1.6, label=s[:60])
-            axes[1, col].step(budgets, d[:, j], line, where="post", color=colour, lw=1.6, label=s[:60])
+            axes[0, col].step(taus, rho[:, j], line, where="post", color=colour, lw=1.6, label=plain(s[:60]))
+            axes[1, col].step(budgets, d[:, j], line, where="post", color=colour, lw=1.6, label=plain(s[:60]))
         unit = "steps" if measure == "steps" else "seconds"
         axes[0, col].set_xscale("log", base=2)
         axes[0, col].set_xlabel(f"τ: within this factor of the best ({unit})")

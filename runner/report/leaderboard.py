@@ -20,9 +20,9 @@ from typing import Any, Optional
 
 from runner.report.collect import RunData
 
-LEADERBOARD_COLUMNS = ["problem", "solver", "runs", "finished", "failures", "solved", "success_rate",
-                       "median_final_loss", "median_steps_to_target", "median_seconds_to_target", "target_loss", "best_run_id"]
-JOB_COLUMNS = ["job", "overrides", "status", "final_loss", "steps", "loop_seconds", "error", "run_id"]
+LEADERBOARD_COLUMNS = ("problem", "solver", "runs", "finished", "failures", "solved", "success_rate",
+                       "median_final_loss", "median_steps_to_target", "median_seconds_to_target", "target_loss", "best_run_id")
+JOB_COLUMNS = ("job", "overrides", "status", "final_loss", "steps", "loop_seconds", "error", "run_id")
 
 
 def best_run(runs: list[RunData]) -> Optional[RunData]:
@@ -97,7 +97,7 @@ def write_job_ranking(rows: list[dict], folder: Path) -> None:
     (folder / "leaderboard.md").write_text("\n".join(lines) + "\n")
 
 
-def _write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
+def _write_csv(rows: list[dict], columns: tuple[str, ...], path: Path) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, columns, extrasaction="ignore")
         writer.writeheader()

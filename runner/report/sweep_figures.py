@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runner.report.figures import plain
 from runner.report.leaderboard import JOB_COLUMNS, cell
 
 
@@ -14,7 +15,7 @@ def job_table(rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
     cols = JOB_COLUMNS[:-2]
-    cells = [[cell(r[c])[:60] for c in cols] for r in rows] or [["" for _ in cols]]
+    cells = [[plain(cell(r[c])[:60]) for c in cols] for r in rows] or [["" for _ in cols]]
     fig = Figure(figsize=(11, 0.6 + 0.3 * (len(cells) + 1)))
     ax = fig.subplots()
     ax.axis("off")
@@ -45,7 +46,7 @@ def job_curves(rows: list[dict], curves: dict[str, list[tuple[int, float]]], pat
         steps, values = zip(*points)
         positive = positive and min(values) > 0
         style = "-" if r["status"] == "FINISHED" else ":"
-        ax.plot(steps, values, style, lw=1.2, label=(r["overrides"] or r["name"])[:50])
+        ax.plot(steps, values, style, lw=1.2, label=plain((r["overrides"] or r["name"])[:50]))
     if positive:
         ax.set_yscale("log")
     ax.set_xlabel("step")

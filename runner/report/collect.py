@@ -107,8 +107,16 @@ def _run_data(run) -> RunData:
         problem=tags.get("problem", "?"), optim=tags.get("optim", "?"), params=dict(params), metrics=metrics,
         seed=_int(params.get("trainer.seed"), 0), replicas=_int(params.get("trainer.replicas"), 1),
         error=tags.get("error", ""), sched=tags.get("sched", ""),
-        started_at=float(tags["loop_started_at"]) if "loop_started_at" in tags else None, tags=dict(tags),
+        started_at=_float(tags.get("loop_started_at")), tags=dict(tags),
     )
+
+
+def _float(value) -> Optional[float]:
+    """A number from a tag; None where it is missing or not a number (then time runs from the first point)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _int(value, default: int) -> int:

@@ -1,7 +1,8 @@
 """Collect: what MLflow holds, read into plain tables (`RunData`), and nothing else.
 
 Every read of the report, the accuracy table and the sweep's summary goes through here, through
-MlflowClient, so they work on runs logged days ago, on another machine or through a tracking
+the store's in-process client (runner.store.connect(..., in_process=True): MLflow's reads and
+entities), so they work on runs logged days ago, on another machine or through a tracking
 server. The later stages (analyse, render) never touch MLflow.
 """
 from __future__ import annotations
@@ -59,11 +60,12 @@ class RunData:
 # -- finding the store and the runs -------------------------------------------------------------------
 def open_store(uri: Optional[str]):
     """(client, uri): tracking.uri resolved as runs resolve it, a server checked before any read."""
-    from runner.tracking import check_reachable, client_for, resolve_uri
+    from runner import store
+    from runner.store.uri import check_reachable, resolve_uri
 
     uri = resolve_uri(uri)
     check_reachable(uri)
-    return client_for(uri), uri
+    return store.connect(uri, in_process=True), uri
 
 
 def experiment_id(client, name: str) -> Optional[str]:
@@ -77,11 +79,10 @@ def experiment_names(client) -> list[str]:
 
 def sweep_parent(client, uri: str, run_id: str):
     """(experiment id, run name) of the run `run_id`; a clear error when the store has no such run."""
-    try:
-        run = client.get_run(run_id)
-    except Exception:
+    run = client.find_run(run_id)
+    if run is None:
         raise UserError(f"--parent {run_id}: no such run in {uri}. Give the run id of a sweep's parent run "
-                        "(the sweep's summary prints it; the MLflow UI shows it).") from None
+                        "(the sweep's summary prints it; the MLflow UI shows it).")
     return run.info.experiment_id, run.info.run_name or run_id
 
 
@@ -97,7 +98,7 @@ def search(client, experiment_id: str, query: str = "") -> list[RunData]:
 
 
 def _run_data(run) -> RunData:
-    from runner.tracking import unclip
+    from runner.store.uri import unclip
 
     tags, params, metrics = run.data.tags, run.data.params, dict(run.data.metrics)
     if "final_loss" in metrics:

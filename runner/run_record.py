@@ -140,11 +140,24 @@ class RunRecord:
             end_tags += [("loop_started_at", f"{loop.started_at:.6f}"), ("compiled", exp.job.compile.reason)]
         # Sent without waiting: the helper records them while this process draws the figures.
         self.link.call(self.client.log_batch, self.run_id, metrics=[(k, v, now_ms(), 0) for k, v in final.items()], tags=end_tags, wait=False)
-        artifacts = self._send_artifacts()
+        artifacts, interrupt = [], None
+        try:
+            artifacts = self._send_artifacts()
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM while the figures are drawn: the status still goes out
+            interrupt = exc
+            self._interrupted_while_closing(exc)
         self.folder.update(status=self.status, error=self.error, final_metrics=final, artifacts=[p.name for p in artifacts])
         self.link.call(self.client.set_terminated, self.run_id, self.status)
         self.folder.update(synced=self.link.failed is None)
         self._tell_user()
+        if interrupt is not None:
+            raise interrupt
+
+    def _interrupted_while_closing(self, exc: KeyboardInterrupt) -> None:
+        signals.second_interrupt_exits()
+        if self.status != "FAILED":  # a failure keeps its own reason
+            self.status, self.error = "KILLED", signals.describe(exc)
+            self.link.call(self.client.log_batch, self.run_id, tags=[("error", self.error)], wait=False)
 
     def _send_artifacts(self) -> list:
         out, send = self.ctx.output_dir, self.cfg.tracking.artifacts

@@ -251,3 +251,57 @@ def test_resumed_sweep_runs_only_what_is_missing(workdir):
     assert latest.data.metrics["jobs"] == 3 and latest.info.status == "FINISHED"
     hashes = {r.data.tags["config_hash"] for r in trained}
     assert len(hashes) == 3  # the seed is part of the config: three different hashes
+
+
+SLOW_FIGURE = '''
+import pathlib, time
+import torch
+
+
+class SlowFigure:
+    """Draws its figure slowly, saying when it starts: a signal can land at the end of a run."""
+
+    def __init__(self, marker: str = ""):
+        self.marker = marker
+
+    def initial_params(self, generator, device, dtype):
+        return {"x": torch.ones(2, dtype=dtype, device=device)}
+
+    def loss(self, params):
+        return (params["x"] ** 2).sum()
+
+    def figures(self, params):
+        pathlib.Path(self.marker).write_text("drawing")
+        time.sleep(60)
+        return {}
+'''
+
+
+@LOAD_SENSITIVE
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_while_the_figures_are_drawn_closes_the_run_killed(workdir, sig, code):
+    # A plugin package on PYTHONPATH, found through its entry point like any other.
+    site = workdir / "site"
+    (site / "slowfigure-0.1.dist-info").mkdir(parents=True)
+    (site / "slowfigure.py").write_text(SLOW_FIGURE)
+    (site / "slowfigure-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slowfigure\nVersion: 0.1\n")
+    (site / "slowfigure-0.1.dist-info" / "entry_points.txt").write_text("[runner.problems]\nslowfigure = slowfigure:SlowFigure\n")
+    marker = workdir / "drawing"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "problem=slowfigure", f"problem.marker={marker}", "trainer.steps=20"],
+                            cwd=workdir, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), proc.communicate(timeout=60)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, (proc.returncode, out[-2000:], err[-2000:])
+    (run,) = all_runs(workdir)
+    assert run.info.status == "KILLED", (run.info.status, err[-2000:])
+    assert run.data.tags.get("error") == ("interrupted (Ctrl-C)" if sig == signal.SIGINT else "terminated (SIGTERM)")
+    assert len(store(workdir).get_metric_history(run.info.run_id, "loss")) >= 2  # the whole history is kept
+    record = json.loads((Path(run.data.tags["output_dir"]) / "record.json").read_text())
+    assert record["status"] == "KILLED" and record["synced"] is True

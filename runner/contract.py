@@ -128,7 +128,8 @@ def check_problem_class(cls: type) -> None:
         method = inspect.getattr_static(cls, name, None)
         if method is None or method is inspect.getattr_static(Problem, name, None):
             continue
-        if not _accepts(getattr(cls, name), arity + 1):
+        bound = isinstance(method, (staticmethod, classmethod))  # called without the instance: no self to count
+        if not _accepts(getattr(cls, name), arity if bound else arity + 1):
             raise ValueError(f"its {name}() does not take {arity} argument(s) after self, as the contract says")
 
 

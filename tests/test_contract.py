@@ -52,6 +52,26 @@ def test_a_good_problem_passes_and_gets_the_defaults():
     assert torch.allclose(hooks.batched_loss(batched), torch.stack([(b ** 2).sum() for b in batched["x"]]))
 
 
+class StaticHooks(Good):
+    @staticmethod
+    def truth():
+        return {"x": [0.0, 0.0]}
+
+    @classmethod
+    def optimum_loss(cls):
+        return 0.0
+
+
+def test_hooks_written_as_static_or_class_methods_are_accepted_and_called():
+    contract.check("problem", StaticHooks)  # the engine calls them as problem.truth(): no self to count
+    hooks = contract.ProblemHooks(StaticHooks(), "static")
+    assert hooks.truth() == {"x": [0.0, 0.0]} and hooks.optimum_loss() == 0.0
+    namespace: dict = {}
+    exec("class P(StaticHooks):\n    @staticmethod\n    def truth(extra): ...\n", {"StaticHooks": StaticHooks}, namespace)
+    with pytest.raises(ValueError, match=r"truth\(\) does not take 0"):
+        contract.check("problem", namespace["P"])
+
+
 def test_injected_arguments_go_only_to_those_who_ask():
     def sched(optimizer, total_steps: int, gamma: float = 0.5): ...
     def plain(optimizer, gamma: float = 0.5): ...

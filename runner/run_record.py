@@ -128,6 +128,24 @@ class RunRecord:
         print(f"Error: the run failed with {self.error}\n(full traceback in {where})", file=sys.stderr)
 
     def _close(self) -> None:
+        """Close the record; if closing itself raises (a plugin's odd return value, a full disk),
+        the run is still closed FAILED with that reason, never left RUNNING."""
+        self._terminated = False
+        try:
+            self._send_end()
+        except Exception as exc:
+            if self._terminated:
+                raise
+            self.status, self.error = "FAILED", f"closing the run failed: {type(exc).__name__}: {exc}"
+            self.link.call(self.client.log_batch, self.run_id, tags=[("error", self.error[:5000])], wait=False)
+            self.link.call(self.client.set_terminated, self.run_id, self.status)
+            try:
+                self.folder.update(status=self.status, error=self.error, synced=self.link.failed is None)
+            except Exception:
+                pass  # the store has the status; the file is what failed
+            raise
+
+    def _send_end(self) -> None:
         """Final metrics and tags, artifacts, figures, status: everything the store is sent
         without waiting, then the status, whose answer comes after all of them."""
         self.stream.close()
@@ -148,6 +166,7 @@ class RunRecord:
             self._interrupted_while_closing(exc)
         self.folder.update(status=self.status, error=self.error, final_metrics=final, artifacts=[p.name for p in artifacts])
         self.link.call(self.client.set_terminated, self.run_id, self.status)
+        self._terminated = True
         self.folder.update(synced=self.link.failed is None)
         self._tell_user()
         if interrupt is not None:

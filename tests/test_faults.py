@@ -277,18 +277,24 @@ class SlowFigure:
 '''
 
 
+def plugin_on_path(workdir: Path, module: str, source: str, cls: str) -> dict:
+    """A one-problem plugin package on PYTHONPATH, found through its entry point like any other;
+    returns the environment that sees it."""
+    site = workdir / "site"
+    (site / f"{module}-0.1.dist-info").mkdir(parents=True)
+    (site / f"{module}.py").write_text(source)
+    (site / f"{module}-0.1.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (site / f"{module}-0.1.dist-info" / "entry_points.txt").write_text(f"[runner.problems]\n{module} = {module}:{cls}\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
 @LOAD_SENSITIVE
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_while_the_figures_are_drawn_closes_the_run_killed(workdir, sig, code):
-    # A plugin package on PYTHONPATH, found through its entry point like any other.
-    site = workdir / "site"
-    (site / "slowfigure-0.1.dist-info").mkdir(parents=True)
-    (site / "slowfigure.py").write_text(SLOW_FIGURE)
-    (site / "slowfigure-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: slowfigure\nVersion: 0.1\n")
-    (site / "slowfigure-0.1.dist-info" / "entry_points.txt").write_text("[runner.problems]\nslowfigure = slowfigure:SlowFigure\n")
     marker = workdir / "drawing"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = plugin_on_path(workdir, "slowfigure", SLOW_FIGURE, "SlowFigure")
     proc = subprocess.Popen([sys.executable, "-m", "runner", "problem=slowfigure", f"problem.marker={marker}", "trainer.steps=20"],
                             cwd=workdir, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -305,3 +311,31 @@ def test_signal_while_the_figures_are_drawn_closes_the_run_killed(workdir, sig, 
     assert len(store(workdir).get_metric_history(run.info.run_id, "loss")) >= 2  # the whole history is kept
     record = json.loads((Path(run.data.tags["output_dir"]) / "record.json").read_text())
     assert record["status"] == "KILLED" and record["synced"] is True
+
+
+TEXT_OPTIMUM = '''
+import torch
+
+
+class TextOptimum:
+    def initial_params(self, generator, device, dtype):
+        return {"x": torch.ones(2, dtype=dtype, device=device)}
+
+    def loss(self, params):
+        return (params["x"] ** 2).sum()
+
+    def optimum_loss(self):
+        return "0"  # read from a certified-values file and left as text
+'''
+
+
+def test_a_run_whose_closing_raises_is_closed_failed_not_left_running(workdir):
+    env = plugin_on_path(workdir, "textoptimum", TEXT_OPTIMUM, "TextOptimum")
+    proc = subprocess.run([sys.executable, "-m", "runner", "problem=textoptimum", "trainer.steps=5"], cwd=workdir, env=env,
+                          text=True, capture_output=True, timeout=300)
+    assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    (run,) = all_runs(workdir)
+    assert run.info.status == "FAILED", (run.info.status, proc.stderr[-2000:])
+    assert "TypeError" in run.data.tags["error"] and "TypeError" in proc.stderr
+    record = json.loads((Path(run.data.tags["output_dir"]) / "record.json").read_text())
+    assert record["status"] == "FAILED" and record["synced"] is True

@@ -22,7 +22,7 @@ usage: python -m runner [problem=NAME] [optim=NAME] [KEY=VALUE ...]      one exp
 Problems (problem=NAME; their arguments are problem.ARG=VALUE):
   {problems}
 Optimisers (optim=NAME; their arguments are optim.ARG=VALUE):
-  {optims}
+  {optims}{sources}
 Learning-rate schedules (sched=NAME, optional; sched.ARG=VALUE):
   {scheds}
 Presets: experiment={experiments}   hparams_search={searches}
@@ -36,6 +36,7 @@ Trainer and tracking keys (defaults in brackets):
 {subcommands}
 See every key with its value:  python -m runner --cfg job [OVERRIDES]
 A plugin's arguments:          python -m runner --cfg job --package problem problem=NAME
+Every optimiser, with needs:   python -m runner --help optim
 Hydra's own options:           python -m runner --hydra-help
 Open the record:               mlflow ui --backend-store-uri sqlite:///mlflow.db
 """
@@ -56,6 +57,7 @@ def print_help() -> None:
         HELP.format(
             problems=", ".join(registry.plugins("problem")) or "(none: pip install -e .)",
             optims=", ".join(registry.plugins("optim")) or "(none: pip install -e .)",
+            sources=_sources_help(),
             scheds=", ".join(registry.plugins("sched")) or "(none)",
             experiments=_presets("experiment"),
             searches=_presets("hparams_search"),
@@ -64,10 +66,82 @@ def print_help() -> None:
     )
 
 
+def _sources_help() -> str:
+    """One line per plugin source, from package metadata only (its library is not imported)."""
+    from runner import registry
+
+    lines = []
+    for src in registry.sources("optim").values():
+        state = f"not installed: {src.install}" if src.problem and src.install else (src.problem or src.version)
+        lines.append(f"\n  + optim={src.name}.NAME or a plain NAME no other has: {src.description} [{state}]")
+    return "".join(lines) + ("\n    (python -m runner --help optim lists every optimiser and what it needs)" if lines else "")
+
+
+def print_optimizers() -> None:
+    """`--help optim`: every optimiser, where it comes from and what it asks of the loop (imports
+    the plugin sources' libraries, so it takes a second or two)."""
+    import textwrap
+
+    from runner import needs, registry
+
+    def fill(text: str, indent: str = "  ") -> str:
+        return textwrap.fill(text, 100, initial_indent=indent, subsequent_indent=indent + "  ")
+
+    print("Optimisers: optim=NAME, arguments optim.ARG=VALUE; python -m runner --cfg job --package optim optim=NAME\n"
+          "shows an optimiser's arguments and defaults. * = elementwise (trainer.replicas batches it).")
+    groups: dict[str, list] = {}
+    for name, plugin in registry.plugins("optim").items():
+        elementwise = needs.of(plugin.load(), name).elementwise
+        groups.setdefault(plugin.source, []).append(name + ("*" if elementwise else ""))
+    for source, names in groups.items():
+        print(f"\nfrom {source} ({len(names)}):\n" + fill("  ".join(names)))
+    aliases = registry.aliases("optim")
+    for src in registry.sources("optim").values():
+        offered = {n: p for n, p in registry.source_plugins("optim").items() if n.startswith(src.name + ".")}
+        print(f"\nfrom the plugin source '{src.name}': {src.description} {src.version}")
+        if src.problem:
+            print(fill(f"not usable: {src.problem}"))
+            continue
+        found = {name: needs.of(plugin.load(), name) for name, plugin in offered.items()}
+        shadowed = [n.split(".", 1)[1] for n in offered if n.split(".", 1)[1] not in aliases]
+        print(fill(f"{len(offered)} optimisers, as optim={src.name}.NAME or plain NAME; plain "
+                   f"{', '.join(shadowed) or 'names'} keep meaning the built-in ones above."))
+        print(fill("  ".join(n.split(".", 1)[1] + ("*" if d.elementwise else "") for n, d in found.items() if not d.refused)))
+        kinds = [("the backward keeps its graph (Hessian-vector products)", lambda d: d.create_graph),
+                 ("train() before the first step, eval() before the result", lambda d: d.train_eval),
+                 ("the gradient exists before each step", lambda d: d.grad_before_step),
+                 ("matrix parameters (refused on a problem without them)", lambda d: d.needs_matrix)]
+        print("  needs the loop honours:")
+        for what, has in kinds:
+            names = [n.split(".", 1)[1] for n, d in found.items() if has(d) and not d.refused]
+            if names:
+                print(fill(f"{what}: {', '.join(names)}", "    "))
+        steps = [n.split(".", 1)[1] for n, p in offered.items() if "total_steps" in _signature(p.load())]
+        if steps:
+            print(fill(f"trainer.steps as the length of a built-in schedule: {', '.join(steps)}", "    "))
+        refused = {n: d.refused for n, d in found.items() if d.refused}
+        if refused:
+            print(f"  refused here ({len(refused)}), with the reason shown when selected:")
+            for name, why in refused.items():
+                print(fill(f"{name.split('.', 1)[1]}: {why}", "    "))
+
+
+def _signature(factory) -> set:
+    import inspect
+
+    try:
+        return set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help", "help"):
-        print_help()
+        if argv[1:2] == ["optim"]:
+            print_optimizers()
+        else:
+            print_help()
         return
     if argv and argv[0] in SUBCOMMANDS:
         import importlib

@@ -19,7 +19,8 @@ def launch(argv: list[str]) -> None:
         from runner.store.helper import prestart
 
         prestart()  # MLflow's import, in the helper, overlaps Hydra's composition and torch's import
-    configs.register()
+    configs.register(argv)
+    _check_source_names(argv)
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)
     sys.argv = [sys.argv[0], *argv]
     signals.install()  # SIGTERM: the same clean-up as Ctrl-C, runs and the sweep's parent closed KILLED
@@ -34,3 +35,29 @@ def launch(argv: list[str]) -> None:
     outcome = sweep.outcome()
     if outcome is not None and outcome.status != "FINISHED":
         sys.exit(1)  # some job failed: the summary above lists which and why
+
+
+def _check_source_names(argv: list[str]) -> None:
+    """`optim=lion` where the plugin source that has it (the zoo extra) is not installed: one
+    paragraph naming the extra, exit 2, instead of Hydra's list of options. Only when a source is
+    missing; otherwise Hydra's own message stands."""
+    from runner import registry
+
+    if not registry.missing_sources("optim"):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if "=" in a and not a.startswith("-")])
+    except Exception:  # Hydra reports a malformed override itself
+        return
+    known = set(registry.plugins("optim")) | set(registry.source_plugins("optim")) | set(registry.aliases("optim"))
+    for override in overrides:
+        if override.key_or_group != "optim" or override.value_type is ValueType.GLOB_CHOICE_SWEEP:
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [str(override.value())]
+        for value in values:
+            if value not in known:
+                print(f"Error: {registry.unknown_name_message('optim', value)}", file=sys.stderr)
+                sys.exit(2)

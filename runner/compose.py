@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from runner import needs as optim_needs
 from runner import registry
 from runner.errors import UserError
 from runner.signature import coerce_arguments
@@ -50,8 +51,11 @@ def build(cfg: DictConfig) -> Experiment:
     problem = ProblemHooks(_construct(problem_factory, "problem", problem_name, **problem_kwargs), problem_name)
     dtype = resolve_dtype(trainer["dtype"], problem)
     optim_name, optim_factory = _plugin("optim", cfg.optim)
+    optim_needs.refuse_if_declared(optim_needs.of(optim_factory, optim_name))
     optim_kwargs = coerce_arguments(optim_factory, cfg.optim, "optim")
-    optim_kwargs_all = {**optim_kwargs, **injected_arguments("optim", optim_factory, problem=problem.plugin)}  # lstsq asks for the problem
+    needs = optim_needs.of(optim_factory, optim_name, optim_kwargs)  # an option may turn elementwise off
+    # lstsq asks for the problem; an optimiser with a built-in schedule (Ranger21) for the run's length
+    optim_kwargs_all = {**optim_kwargs, **injected_arguments("optim", optim_factory, problem=problem.plugin, total_steps=trainer["steps"])}
     torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
 
     def make_optimizer(leaves):
@@ -68,7 +72,7 @@ def build(cfg: DictConfig) -> Experiment:
 
     seeds = list(range(trainer["seed"], trainer["seed"] + trainer["replicas"]))
     job = Job(problem, seeds, device, dtype, make_optimizer, make_scheduler, optim_factory,
-              lambda generator: problem.initial_params(generator, device, dtype), trainer["compile"])
+              lambda generator: problem.initial_params(generator, device, dtype), trainer["compile"], needs)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["problem"], resolved["optim"] = _plain(problem_kwargs), _plain(optim_kwargs)
     if sched_name is not None:

@@ -50,15 +50,41 @@ class RunnerSchema:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-def register() -> None:
-    """Store the schema and one node per plugin. Safe to call more than once."""
+def register(argv: Optional[list[str]] = None) -> None:
+    """Store the schema and one node per plugin. Safe to call more than once. With `argv`, the
+    plugin sources' plugins (whose libraries take a second to import) are stored only when the
+    command line may select one."""
     cs = ConfigStore.instance()
     cs.store(name="runner_schema", node=RunnerSchema)
     for kind in registry.GROUPS:
-        for name, plugin in registry.plugins(kind).items():
+        nodes = {}
+        found = registry.all_plugins(kind) if argv is None or may_select_source(kind, argv) else registry.plugins(kind)
+        for name, plugin in found.items():
             try:
                 node = {"_name_": name, **config_defaults(plugin.load())}
             except Exception as exc:  # one broken third-party plugin must not break the others
                 warnings.warn(f"skipping {kind} plugin '{name}': {exc}", stacklevel=1)
                 node = {"_name_": name, "_broken_": str(exc)}
             cs.store(group=kind, name=name, node=node)
+            nodes[name] = node
+        if kind in registry.SOURCE_GROUPS and len(found) > len(registry.plugins(kind)):
+            for plain, name in registry.aliases(kind).items():  # optim=lion: optim=zoo.lion's node, named as such
+                cs.store(group=kind, name=plain, node=nodes[name])
+
+
+def may_select_source(kind: str, argv: list[str]) -> bool:
+    """Whether the command line may select a plugin source's plugin of `kind`: a value of `kind=`
+    that is not an entry-point plugin (a source's name, a typo, a sweep expression), a preset or a
+    sweeper's search space (either may name one). `optim=adam`, or no `optim=` at all, is not."""
+    if kind not in registry.SOURCE_GROUPS:
+        return False
+    plain = set(registry.plugins(kind))
+    for arg in argv:
+        key, eq, value = arg.lstrip("+~").partition("=")
+        if not eq or key.startswith(f"{kind}."):
+            continue
+        if key.split("@")[0] in ("experiment", "hparams_search") or key.startswith("hydra.sweeper"):
+            return True
+        if key.split("@")[0] == kind and not set(value.split(",")) <= plain:
+            return True
+    return False

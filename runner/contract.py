@@ -20,7 +20,7 @@ from typing import Any, Optional
 # Constructor arguments the engine supplies by name (never the config), per plugin kind.
 INJECTED = {
     "problem": frozenset(),
-    "optim": frozenset({"params", "problem"}),  # params: the tensors (first, positional); problem: the problem plugin
+    "optim": frozenset({"params", "problem", "total_steps"}),  # params: the tensors (first, positional); problem: the problem plugin; total_steps: trainer.steps
     "sched": frozenset({"optimizer", "total_steps"}),  # optimizer: first, positional; total_steps: trainer.steps
 }
 # Every injected name, and `self`: signature.py never offers these as config keys. A plugin of
@@ -86,12 +86,31 @@ class Problem:
 class Optimizer:
     """An optimiser plugin: a `torch.optim.Optimizer` subclass, or a callable
     `(params, **config) -> torch.optim.Optimizer`. The loop calls `step(closure)` every step.
-    A parameter named `problem` receives the problem plugin (optim=lstsq uses it)."""
+    A parameter named `problem` receives the problem plugin (optim=lstsq uses it), one named
+    `total_steps` receives trainer.steps (an optimiser with a built-in schedule: Ranger21).
 
-    # Optional: True when each element's update uses only its own gradient and state (sgd, adam):
+    What it needs from the loop it declares with the attributes below (runner/needs.py reads them,
+    the loop honours them; absent means the default). Many optimisers at once come from a plugin
+    source (runner/registry.py; plugins/optimizers/zoo.py declares pytorch-optimizer's)."""
+
+    # True when each element's update uses only its own gradient and state (sgd, adam):
     # trainer.replicas then runs all replicas as one batched tensor. False (the default): the
     # replicas run one after another (lbfgs couples all parameters through its line search).
     elementwise: bool = False
+    # Options that, set to a true or non-zero value, couple the elements (a global norm clip).
+    elementwise_unless: tuple = ()
+    # The closure's backward keeps its graph (create_graph=True): Hessian-vector products.
+    create_graph: bool = False
+    # train() before the first step, eval() before the final loss, metrics and solution
+    # (schedule-free methods step at one point and return another).
+    train_eval: bool = False
+    # The closure runs once before each step(): SAM-style methods perturb from that gradient.
+    grad_before_step: bool = False
+    # "all": every parameter must have two or more dimensions; "any": at least one (Muon: the
+    # rest take its fallback). Otherwise the optimiser is refused, naming the problem's shapes.
+    needs_matrix: Optional[str] = None
+    # A reason this runner cannot run it at all: selecting it is refused with that reason.
+    refused: Optional[str] = None
 
 
 class Scheduler:
@@ -104,7 +123,8 @@ class Scheduler:
 HOOKS = {"problem": {"initial_params": 3, "loss": 1, "metrics": 1, "solution": 1, "figures": 1, "truth": 0,
                      "optimum_loss": 0, "target_loss": 0, "compile_pays": 2, "batched_loss": 1}, "optim": {}, "sched": {}}
 REQUIRED = {"problem": ("initial_params", "loss"), "optim": (), "sched": ()}
-ATTRIBUTES = {"problem": ("preferred_dtype",), "optim": ("elementwise",), "sched": ()}
+ATTRIBUTES = {"problem": ("preferred_dtype",), "optim": ("elementwise", "elementwise_unless", "create_graph", "train_eval",
+                                                     "grad_before_step", "needs_matrix", "refused"), "sched": ()}
 
 
 def check(kind: str, obj: Any) -> None:
@@ -179,7 +199,8 @@ def is_elementwise(factory: Any) -> bool:
 
 
 def display_name(factory: Any) -> str:
-    return getattr(factory, "__name__", "this optimiser")
+    """A factory's name, or a runner.needs.Needs's."""
+    return getattr(factory, "__name__", None) or getattr(factory, "name", "this optimiser")
 
 
 class ProblemHooks:

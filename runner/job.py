@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import torch
 
 from runner import compiling
+from runner import needs as optim_needs
 from runner import replicas as rep
 from runner.contract import ProblemHooks
 from runner.loop import LoopResult, optimise
@@ -16,16 +17,19 @@ from runner.loop import LoopResult, optimise
 class Job:
     def __init__(self, problem, seeds: list[int], device, dtype, make_optimizer: Callable,
                  make_scheduler: Optional[Callable], optim_factory, initial_params: Callable,
-                 compile_mode: str = "false"):
+                 compile_mode: str = "false", needs: Optional[optim_needs.Needs] = None):
         problem = ProblemHooks.of(problem)  # the plugin, through the contract's adapter
         self.problem, self.seeds, self.device, self.dtype = problem, seeds, device, dtype
+        # What the optimiser asks of the loop (runner/needs.py); replicas batch only elementwise ones.
+        self.needs = needs or optim_needs.of(optim_factory, getattr(optim_factory, "__name__", "optimiser"))
         self.compile = compiling.decide(compile_mode, problem, device, dtype)
         self.make_optimizer, self.make_scheduler = make_optimizer, make_scheduler
-        self.plan = rep.plan(problem, optim_factory, seeds, device, dtype) if len(seeds) > 1 else rep.ReplicaPlan("single", "")
+        self.plan = rep.plan(problem, self.needs, seeds, device, dtype) if len(seeds) > 1 else rep.ReplicaPlan("single", "")
         if self.plan.mode == "batched":
             self.params = {k: v.requires_grad_(True) for k, v in rep.batched_initial_params(problem, seeds, device, dtype).items()}
         else:
             self.params = initial_params(torch.Generator().manual_seed(seeds[0]))
+        optim_needs.check_parameters(self.needs, {k: tuple(v.shape[1:] if self.plan.mode == "batched" else v.shape) for k, v in self.params.items()})
         # Built now, so that bad optimiser or schedule arguments are refused before a run exists.
         self.optimizer = make_optimizer(list(self.params.values()))
         self.scheduler = make_scheduler(self.optimizer) if make_scheduler else None
@@ -39,11 +43,11 @@ class Job:
         """The loop; with trainer.compile, after a timed warm-up that compiles (self.compile)."""
         if self.plan.mode == "single":
             loss = self._loss(self.problem.loss)
-            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, **loop_kwargs)
+            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, needs=self.needs, **loop_kwargs)
             self.final_params = [self.params]
         elif self.plan.mode == "batched":
             loss = self._loss(lambda params: rep.batched_loss(self.problem, params))
-            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, **loop_kwargs)
+            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, needs=self.needs, **loop_kwargs)
             self.final_params = [rep.replica(self.params, r) for r in range(self.replicas)]
         else:
             result = self._sequential(**loop_kwargs)
@@ -74,7 +78,7 @@ class Job:
                 if first:
                     first_times.update((s, t) for (s, _), t in zip(pts, times))
 
-            results.append(optimise(lambda: loss(params), opt, scheduler=sched, on_points=collect, **loop_kwargs))
+            results.append(optimise(lambda: loss(params), opt, scheduler=sched, on_points=collect, needs=self.needs, **loop_kwargs))
             histories.append(dict(points))
             self.final_params.append(params)
         steps = sorted(set().union(*histories))

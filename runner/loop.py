@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -47,23 +48,39 @@ def optimise(
     on_points: OnPoints = lambda step, points, times: None,
     device: Optional[torch.device] = None,
     scheduler=None,
+    needs=None,
 ) -> LoopResult:
     """Run up to `steps` steps; the loss at step s is the loss before that step's update.
 
     `loss_fn` may return a vector, one loss per replica (trainer.replicas): their sum is
     differentiated, which gives each replica its own gradient; the history is then the median
-    over replicas with a 10-90 % band, and the run diverges only when every replica has."""
-    step = _Step(loss_fn, optimizer)
+    over replicas with a 10-90 % band, and the run diverges only when every replica has.
+
+    `needs` (runner/needs.py) is what the optimiser asks of the loop: a backward that keeps its
+    graph, train()/eval() modes, the gradient before each step."""
+    step = _Step(loss_fn, optimizer, needs)
     reader = ChunkReader(log_every, tol, on_points)
+    train_eval = bool(needs and needs.train_eval)
     # The runner's process holds a large heap (Hydra, plugins' data) that the cyclic GC would
     # rescan while autograd churns out small objects: freeze it for the loop (no collect first:
     # a full collection of that heap costs a short run more than it saves).
     gc.freeze()
+    if train_eval:
+        optimizer.train()
     started_at = reader.chunk_started = time.time()
     start = time.perf_counter()
     try:
         while reader.done < steps:
-            reader.add(step())
+            try:
+                loss = step()
+            except Exception as exc:
+                # A numeric breakdown inside the optimiser (a division by a vanished norm), or any
+                # error once its parameters are no longer finite, is the run diverging; else a bug.
+                if not isinstance(exc, ArithmeticError) and _finite(optimizer):
+                    raise
+                reader.stop, reader.error = "diverged", f"diverged: the optimiser's step {reader.done} raised {type(exc).__name__}: {exc}"
+                break
+            reader.add(loss)
             if scheduler is not None:
                 scheduler.step()
             if (reader.done % check_every == 0 or reader.done == steps) and reader.read():
@@ -74,6 +91,8 @@ def optimise(
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    if train_eval:
+        optimizer.eval()  # the point the method returns: the final loss, metrics and solution are its
     with torch.no_grad():
         final_t = loss_fn().detach()
     stop, error, finals, final = reader.stop, reader.error, None, None
@@ -92,21 +111,30 @@ def optimise(
 class _Step:
     """One optimiser step through a closure; returns the loss before the update (on the device)."""
 
-    def __init__(self, loss_fn: Callable[[], torch.Tensor], optimizer):
+    def __init__(self, loss_fn: Callable[[], torch.Tensor], optimizer, needs=None):
         self.loss_fn, self.optimizer = loss_fn, optimizer
         self.first: Optional[torch.Tensor] = None  # the closure's first evaluation in this step
+        self.create_graph = bool(needs and needs.create_graph)  # Hessian-vector products
+        self.grad_before_step = bool(needs and needs.grad_before_step)
+        if self.create_graph:  # the graph kept by backward is released by zero_grad(set_to_none) every step
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
 
     def closure(self) -> torch.Tensor:
+        if not torch.is_grad_enabled():  # an optimiser that calls it under no_grad (torch's own enable it)
+            with torch.enable_grad():
+                return self.closure()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn()
         total = loss.sum() if loss.dim() else loss
-        total.backward()
+        total.backward(create_graph=self.create_graph)
         if self.first is None:
             self.first = loss
         return total
 
     def __call__(self) -> torch.Tensor:
         self.first = None
+        if self.grad_before_step:
+            self.closure()
         self.optimizer.step(self.closure)
         loss = self.first
         if loss is None:  # an optimiser that ignored the closure
@@ -185,3 +213,8 @@ class ChunkReader:
                 self.stop, halt = "tol", True
         self.on_points(self.done, points, times)
         return halt
+
+
+def _finite(optimizer) -> bool:
+    with torch.no_grad():
+        return all(bool(torch.isfinite(p).all()) for group in optimizer.param_groups for p in group["params"])

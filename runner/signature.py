@@ -6,6 +6,7 @@ Python values the callable expects, with an error that names the key at fault.
 """
 from __future__ import annotations
 
+import enum
 import inspect
 import types
 import typing
@@ -90,6 +91,8 @@ def _is_config_value(v: Any) -> bool:
 
 
 def _to_config(v: Any) -> Any:
+    if isinstance(v, enum.Enum):  # an IntEnum or str Enum default: its plain value
+        return v.value
     if isinstance(v, tuple):
         return [_to_config(x) for x in v]
     return v

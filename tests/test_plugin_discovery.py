@@ -67,3 +67,56 @@ def test_installed_plugin_arguments_are_checked(workdir, third_party):
     assert proc.returncode == 2 and "problem.b must be > 0" in proc.stderr
     proc = run_cli(workdir, "problem=rosenbrock", "+problem.c=1", env=third_party)
     assert proc.returncode == 2 and "Allowed keys: a, b" in proc.stderr
+
+
+@pytest.fixture
+def third_party_sources(tmp_path):
+    """Two plugin sources as a separate distribution would register them: `toy` offers `adam`
+    (which must not shadow torch's) and `heavyball`; `broken` cannot even answer `available()`."""
+    site = tmp_path / "site"
+    pkg = site / "toysource"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent('''
+        class Toy:
+            description = "two toy optimisers"
+            install = "pip install toysource"
+
+            def available(self):
+                return None
+
+            def plugins(self):
+                import torch
+
+                def heavyball(params, lr: float = 1e-6, momentum: float = 0.9):
+                    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+                heavyball.elementwise = True
+
+                def adam(params, lr: float = 0.05):
+                    return torch.optim.Adam(params, lr=lr)
+                return {"heavyball": heavyball, "adam": adam}
+
+        class Broken:
+            def available(self):
+                raise RuntimeError("cannot tell")
+
+        SOURCE, BROKEN = Toy(), Broken()
+    '''))
+    dist = site / "toysource-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toysource\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[runner.optimizer_sources]\ntoy = toysource:SOURCE\nbroken = toysource:BROKEN\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_plugin_source_offers_many_without_shadowing_builtins(workdir, third_party_sources):
+    help_text = run_cli(workdir, "--help", env=third_party_sources).stdout
+    assert "optim=toy.NAME" in help_text and "two toy optimisers" in help_text and "cannot tell" in help_text
+    listing = run_cli(workdir, "--help", "optim", env=third_party_sources).stdout
+    assert "heavyball*" in listing and "plain adam keep" in listing
+    for args in (["optim=heavyball", "trainer.replicas=2"], ["optim=toy.adam"], ["optim=adam"]):
+        proc = run_cli(workdir, *args, "trainer.steps=20", env=third_party_sources)
+        assert proc.returncode == 0, proc.stderr
+    runs = {r.data.tags["optim"]: r for r in all_runs(workdir)}
+    assert set(runs) == {"toy.heavyball", "toy.adam", "adam"}
+    assert runs["toy.heavyball"].data.tags["replica_mode"] == "batched"  # its declared elementwise
+    assert runs["toy.adam"].data.params["optim.lr"] == "0.05" and runs["adam"].data.params["optim.lr"] == "0.1"

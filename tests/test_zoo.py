@@ -139,7 +139,7 @@ def test_train_eval_switch_surrounds_the_loop():
             calls.append(("train", len(calls)))
 
         def eval(self):
-            calls.append(("eval", float(x)))
+            calls.append(("eval", float(x.detach())))
             with torch.no_grad():
                 x.zero_()  # the point the method returns
 

@@ -6,7 +6,7 @@ built-ins in plugins/ and for any package installed beside the runner.
 from __future__ import annotations
 
 import logging
-import warnings
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -63,7 +63,8 @@ def register(argv: Optional[list[str]] = None) -> None:
             try:
                 node = {"_name_": name, **config_defaults(plugin.load())}
             except Exception as exc:  # one broken third-party plugin must not break the others
-                warnings.warn(f"skipping {kind} plugin '{name}': {exc}", stacklevel=1)
+                # one line, not a Python warning with its source line: it shows on every run
+                print(f"Warning: skipping {kind} plugin '{name}': {exc}", file=sys.stderr)
                 node = {"_name_": name, "_broken_": str(exc)}
             cs.store(group=kind, name=name, node=node)
             nodes[name] = node

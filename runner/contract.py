@@ -154,15 +154,18 @@ def check_problem_class(cls: type) -> None:
 
 
 def _refuse_near_misses(kind: str, obj: Any) -> None:
-    """A public name one typo away from a hook is a hook the engine would never call."""
+    """A public name one typo away from a hook the plugin does not implement is a hook the engine
+    would never call (`metric` without `metrics`). Beside the hook itself (`losses` next to `loss`)
+    it is the plugin's own helper."""
     known = set(HOOKS[kind]) | set(ATTRIBUTES[kind])
     if not known:
         return
-    own = {n for klass in getattr(obj, "__mro__", (obj,)) if klass is not object for n in vars(klass)} \
+    contract_classes = (object, Problem, Optimizer, Scheduler)  # their defaults implement nothing
+    own = {n for klass in getattr(obj, "__mro__", (obj,)) if klass not in contract_classes for n in vars(klass)} \
         if inspect.isclass(obj) else set(getattr(obj, "__dict__", {}))
     for name in sorted(n for n in own if not n.startswith("_") and n not in known):
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
-        if close:
+        if close and close[0] not in own:
             raise ValueError(f"'{name}' is not part of the contract; did you mean '{close[0]}'? "
                              "(the hooks are listed in runner/contract.py)")
 

@@ -28,7 +28,6 @@ def test_every_installed_plugin_keeps_the_contract():
 
 @pytest.mark.parametrize("body, why", [
     ("def initial_param(self, generator, device, dtype): ...\n    def loss(self, params): ...", r"no initial_params\(\) method"),
-    ("def initial_params(self, generator, device, dtype): ...\n    def loss(self, params): ...\n    def initial_param(self, g): ...", "did you mean 'initial_params'"),
     ("def initial_params(self, generator, device, dtype): ...\n    def loss(self, params): ...\n    def metric(self, params): ...", "did you mean 'metrics'"),
     ("def initial_params(self, generator, device, dtype): ...\n    def loss(self): ...", r"loss\(\) does not take 1 argument"),
     ("def __init__(self, total_steps: int = 3): ...\n    def initial_params(self, generator, device, dtype): ...\n    def loss(self, params): ...", "total_steps"),
@@ -37,6 +36,30 @@ def test_a_problem_that_breaks_the_contract_is_refused(body, why):
     namespace: dict = {}
     exec(f"class P:\n    {body}\n", namespace)
     with pytest.raises(ValueError, match=why):
+        contract.check("problem", namespace["P"])
+
+
+class WithHelpers(Good):
+    """Helpers named like hooks, beside the hooks themselves: the plugin's own methods."""
+
+    def metrics(self, params):
+        return {"norm": float(params["x"].detach().norm())}
+
+    def losses(self, params):
+        return params["x"] ** 2
+
+    def solution(self, params):
+        return {"x": params["x"].tolist()}
+
+    def solutions(self, many):
+        return [self.solution(p) for p in many]
+
+
+def test_helpers_named_like_implemented_hooks_are_allowed_and_a_miss_of_a_missing_hook_is_not():
+    contract.check("problem", WithHelpers)
+    namespace: dict = {}
+    exec("class P(WithHelpers):\n    def figure(self, params): ...\n", {"WithHelpers": WithHelpers}, namespace)
+    with pytest.raises(ValueError, match="did you mean 'figures'"):
         contract.check("problem", namespace["P"])
 
 

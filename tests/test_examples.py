@@ -66,3 +66,4 @@ def test_a_plugin_that_breaks_the_contract_is_refused_by_name(workdir, installed
     proc = run_cli(workdir, "problem=rosenbrock", "trainer.steps=5", env=installed)
     assert proc.returncode == 0, proc.stderr
     assert "skipping problem plugin 'typo'" in proc.stderr
+    assert "warnings.warn" not in proc.stderr and "UserWarning" not in proc.stderr  # one line, no source echo

@@ -26,6 +26,7 @@ class Experiment:
     device: Any
     plugins: dict[str, str]  # kind -> registered name ("problem", "optim", optional "sched")
     resolved: dict  # the config with the values the plugins received (10 -> 10.0 for a float)
+    device_note: str = ""  # why trainer.device=auto chose the CPU on a GPU machine (a tag)
 
     @property
     def config_hash(self) -> str:
@@ -40,7 +41,7 @@ def build(cfg: DictConfig) -> Experiment:
     import torch
 
     from runner.contract import ProblemHooks, injected_arguments
-    from runner.devices import resolve_device, resolve_dtype
+    from runner.devices import auto_for_problem, resolve_device, resolve_dtype
     from runner.job import Job
 
     trainer = check_trainer(cfg.trainer)
@@ -50,6 +51,7 @@ def build(cfg: DictConfig) -> Experiment:
     problem_kwargs = coerce_arguments(problem_factory, cfg.problem, "problem")
     problem = ProblemHooks(_construct(problem_factory, "problem", problem_name, **problem_kwargs), problem_name)
     dtype = resolve_dtype(trainer["dtype"], problem)
+    device, device_note = auto_for_problem(trainer["device"], device, problem, dtype, trainer["replicas"])
     optim_name, optim_factory = _plugin("optim", cfg.optim)
     optim_needs.refuse_if_declared(optim_needs.of(optim_factory, optim_name))
     optim_kwargs = coerce_arguments(optim_factory, cfg.optim, "optim")
@@ -72,14 +74,14 @@ def build(cfg: DictConfig) -> Experiment:
 
     seeds = list(range(trainer["seed"], trainer["seed"] + trainer["replicas"]))
     job = Job(problem, seeds, device, dtype, make_optimizer, make_scheduler, optim_factory,
-              lambda generator: problem.initial_params(generator, device, dtype), trainer["compile"], needs)
+              lambda generator: problem.initial_params(generator, device, dtype), trainer["compile"], needs, steps=trainer["steps"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["problem"], resolved["optim"] = _plain(problem_kwargs), _plain(optim_kwargs)
     if sched_name is not None:
         resolved["sched"] = _plain(sched_kwargs)
-    resolved["trainer"].update(device=str(device), dtype=str(dtype).removeprefix("torch."))
+    resolved["trainer"].update(device=str(device), dtype=str(dtype).removeprefix("torch."))  # cpu or cuda:N: one name a device
     plugins = {"problem": problem_name, "optim": optim_name, **({"sched": sched_name} if sched_name else {})}
-    return Experiment(problem, job, trainer, device, plugins, resolved)
+    return Experiment(problem, job, trainer, device, plugins, resolved, device_note)
 
 
 def check_trainer(t: DictConfig) -> dict[str, Any]:

@@ -75,6 +75,12 @@ class Problem:
         """trainer.compile=auto compiles the loss only when this says it pays (large data)."""
         return False
 
+    def work_per_step(self, dtype) -> Optional[int]:
+        """About how many numbers one step (one replica) reads. trainer.device=auto keeps a
+        problem on the CPU below runner.devices.AUTO_GPU_MIN_WORK (over all replicas): such a
+        step is faster there than a GPU's kernel launches. None: unknown, auto takes the GPU."""
+        return None
+
     def batched_loss(self, params: dict):
         """R losses for params with a leading replica dimension (trainer.replicas). Default:
         torch.func.vmap over `loss`; provide it when the problem batches itself faster."""
@@ -121,7 +127,7 @@ class Scheduler:
 
 # Methods (name: positional arguments after self), required ones, and declared attributes, per kind.
 HOOKS = {"problem": {"initial_params": 3, "loss": 1, "metrics": 1, "solution": 1, "figures": 1, "truth": 0,
-                     "optimum_loss": 0, "target_loss": 0, "compile_pays": 2, "batched_loss": 1}, "optim": {}, "sched": {}}
+                     "optimum_loss": 0, "target_loss": 0, "compile_pays": 2, "work_per_step": 1, "batched_loss": 1}, "optim": {}, "sched": {}}
 REQUIRED = {"problem": ("initial_params", "loss"), "optim": (), "sched": ()}
 ATTRIBUTES = {"problem": ("preferred_dtype",), "optim": ("elementwise", "elementwise_unless", "create_graph", "train_eval",
                                                      "grad_before_step", "needs_matrix", "refused"), "sched": ()}
@@ -263,6 +269,9 @@ class ProblemHooks:
 
     def compile_pays(self, device, dtype) -> bool:
         return bool(self.plugin.compile_pays(device, dtype)) if "compile_pays" in self._own else False
+
+    def work_per_step(self, dtype) -> Optional[int]:
+        return self.plugin.work_per_step(dtype) if "work_per_step" in self._own else None
 
     @property
     def preferred_dtype(self) -> Optional[str]:

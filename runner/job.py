@@ -17,12 +17,13 @@ from runner.loop import LoopResult, optimise
 class Job:
     def __init__(self, problem, seeds: list[int], device, dtype, make_optimizer: Callable,
                  make_scheduler: Optional[Callable], optim_factory, initial_params: Callable,
-                 compile_mode: str = "false", needs: Optional[optim_needs.Needs] = None):
+                 compile_mode: str = "false", needs: Optional[optim_needs.Needs] = None,
+                 steps: Optional[int] = None):
         problem = ProblemHooks.of(problem)  # the plugin, through the contract's adapter
         self.problem, self.seeds, self.device, self.dtype = problem, seeds, device, dtype
         # What the optimiser asks of the loop (runner/needs.py); replicas batch only elementwise ones.
         self.needs = needs or optim_needs.of(optim_factory, getattr(optim_factory, "__name__", "optimiser"))
-        self.compile = compiling.decide(compile_mode, problem, device, dtype)
+        self.compile = compiling.decide(compile_mode, problem, device, dtype, steps)
         self.make_optimizer, self.make_scheduler = make_optimizer, make_scheduler
         self.plan = rep.plan(problem, self.needs, seeds, device, dtype) if len(seeds) > 1 else rep.ReplicaPlan("single", "")
         if self.plan.mode == "batched":
@@ -54,8 +55,10 @@ class Job:
         return result
 
     def _loss(self, eager: Callable) -> Callable:
-        """The loss of params the loop calls: `eager`, or compiled once warmed up on self.params."""
+        """The loss of params the loop calls: `eager`, or compiled once warmed up on self.params.
+        Either is warmed up outside the loop's clock (the eager one only on CUDA)."""
         if not self.compile.compile:
+            compiling.warm_up_eager(lambda: eager(self.params), list(self.params.values()))
             return eager
         compiled = compiling.compile_loss(eager)
         compiling.warm_up(self.compile, lambda: compiled(self.params), list(self.params.values()))

@@ -75,8 +75,9 @@ class JobContext:
             return {}
         return {"mlflow.parentRunId": self.sweep.run_id, "sweep_job": str(self.job_num), "overrides": " ".join(self.overrides)}
 
-    def run_name(self, problem: str, optim: str, sched: Optional[str] = None) -> str:
-        """poly-adam-lr=0.1-seed=3: the plugins, then the overrides that differ from the defaults."""
+    def run_name(self, problem: str, optim: str, sched: Optional[str] = None, device=None) -> str:
+        """poly-adam-lr=0.1-seed=3: the plugins, then the overrides that differ from the defaults.
+        trainer.device shows the device used (`cuda` and `auto` on a GPU both read `device=cuda:0`)."""
         parts = [problem, optim] + ([sched] if sched else [])
         for override in self.overrides:
             key, _, value = override.lstrip("+~").partition("=")
@@ -85,5 +86,7 @@ class JobContext:
             if key == "experiment":
                 parts.insert(0, value)
             elif key != "hparams_search":  # the sweep's parent run carries the preset's name
+                if key == "trainer.device" and device is not None:
+                    value = str(device)
                 parts.append(f"{key.rsplit('.', 1)[-1]}={short_value(value)}")
         return "-".join(parts)

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
+from runner.devices import sync
 from runner.replicas import Finals
 
 Points = list[tuple[int, float]]
@@ -67,6 +68,7 @@ def optimise(
     gc.freeze()
     if train_eval:
         optimizer.train()
+    sync(device)  # whatever was queued before (a warm-up) is not the loop's time
     started_at = reader.chunk_started = time.time()
     start = time.perf_counter()
     try:
@@ -88,13 +90,13 @@ def optimise(
     finally:
         gc.unfreeze()
         reader.read()  # on an interrupt too: keep what was computed
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     seconds = time.perf_counter() - start
     if train_eval:
         optimizer.eval()  # the point the method returns: the final loss, metrics and solution are its
-    with torch.no_grad():
-        final_t = loss_fn().detach()
+    # Evaluated in the steps' grad mode, not under no_grad: a compiled loss guards on the grad
+    # mode, and a no_grad call would compile it a second time, outside every timed figure.
+    final_t = loss_fn().detach()
     stop, error, finals, final = reader.stop, reader.error, None, None
     if final_t.dim():
         summary = Finals(final_t.tolist())
@@ -138,8 +140,7 @@ class _Step:
         self.optimizer.step(self.closure)
         loss = self.first
         if loss is None:  # an optimiser that ignored the closure
-            with torch.no_grad():
-                loss = self.loss_fn()
+            loss = self.loss_fn()  # grad mode as in a step: a compiled loss is not compiled again
         return loss.detach()
 
 
@@ -167,6 +168,7 @@ class ChunkReader:
             return False
         stacked = torch.stack(self.pending)
         self.pending.clear()
+        sync(stacked.device)  # the chunk's steps have run, not only been queued, when the clock is read
         now, began = time.time(), self.chunk_started
         self.chunk_started = now
         base = self.done - stacked.shape[0]

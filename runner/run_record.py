@@ -61,6 +61,8 @@ class RunRecord:
         tags = {**exp.plugins, "mlflow.source.name": "runner", "output_dir": str(out), "config_hash": exp.config_hash, **self.ctx.sweep_tags()}
         if exp.job.replicas > 1:
             tags.update(replicas=str(exp.job.replicas), replica_mode=exp.job.plan.mode, replica_note=exp.job.plan.reason)
+        if exp.device_note:
+            tags["device_note"] = exp.device_note  # auto chose the CPU on a GPU machine, and why
         self.run_id = self.client.create_run(self.experiment_id, self.name, tags)
         self.params = flatten(exp.resolved)
         self.folder = JobFolder(out, run_id=self.run_id, tracking_uri=self.uri, experiment=self.cfg.tracking.experiment,

@@ -69,7 +69,7 @@ def run(cfg: DictConfig, ctx: JobContext) -> float:
 
     client = store.connect(uri)
     experiment_id = _open_experiment(client, uri, cfg.tracking.experiment)
-    name = cfg.tracking.run_name or ctx.run_name(**experiment.plugins)
+    name = cfg.tracking.run_name or ctx.run_name(**experiment.plugins, device=experiment.device)
     if cfg.tracking.get("skip_finished"):
         done = client.finished_run(experiment_id, experiment.config_hash)
         if done is not None:

@@ -3,7 +3,8 @@
 It asks the engine for the problem (a `problem` argument) and works with any problem built on
 plugins/problems/least_squares.py (poly, nist, puzzle, linsys): the step sets the parameters to
 the problem's reference solution (SVD in float64, refined with residuals in exact arithmetic).
-Later steps keep them there.
+Later steps keep them there. The reference is moved to the parameter's device once, on the
+first step, and kept there: no copy from the host per step.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class LstSq(torch.optim.Optimizer):
             )
         super().__init__(params, {})
         self.problem = problem
+        self.target = None  # the reference on the parameter's device and dtype, made on the first step
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -29,5 +31,7 @@ class LstSq(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         (p,) = [p for group in self.param_groups for p in group["params"]]
-        p.copy_(torch.as_tensor(self.problem.reference().c, dtype=p.dtype, device=p.device))
+        if self.target is None or self.target.device != p.device or self.target.dtype != p.dtype:
+            self.target = torch.as_tensor(self.problem.reference().c, dtype=p.dtype, device=p.device)
+        p.copy_(self.target)
         return loss

@@ -6,6 +6,7 @@ and `tracking.skip_finished` finds them whichever way the device was asked for.
 """
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -47,6 +48,9 @@ def auto_for_problem(spec: str, device: torch.device, problem, dtype: torch.dtyp
     """trainer.device=auto, once the problem is known: the CPU when the problem says a step is too
     small to gain from a GPU (optional `work_per_step(dtype)`: about how many numbers one step of
     one replica reads). An explicit device is always kept. Returns the device and why."""
+    if spec == "auto" and device.type == "cpu" and os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+        return device, ("auto: cpu, CUDA_VISIBLE_DEVICES is empty: the launcher hid the GPUs from this job "
+                        "(Ray does for a job that asks for none: hydra/launcher=ray_gpu asks for one)")
     if spec != "auto" or device.type != "cuda":
         return device, ""
     try:

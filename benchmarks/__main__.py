@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (a smoke run)")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="only this device's rows, in the sections that measure per device")
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="Markdown file to write")
     args = parser.parse_args()
     rows: list[Row] = []
@@ -26,7 +28,9 @@ def main() -> None:
     for name in args.only or SECTIONS:
         print(f"== {name}", flush=True)
         began = time.perf_counter()
-        section_rows = importlib.import_module(f"benchmarks.{name}").run(quick=args.quick)
+        section = importlib.import_module(f"benchmarks.{name}")
+        kwargs = {"only": args.device} if "only" in inspect.signature(section.run).parameters else {}
+        section_rows = section.run(quick=args.quick, **kwargs)
         for row in section_rows:
             print(format_row(row), flush=True)
         print(f"   ({time.perf_counter() - began:.0f} s)", flush=True)

@@ -43,6 +43,21 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
+def bench_devices(only: Optional[str] = None) -> list:
+    """The devices a section measures, each row naming its own: the CPU, and CUDA where there is
+    one (or only `only`: "cpu" or "cuda")."""
+    import torch
+
+    found = [torch.device("cpu")] + ([torch.device("cuda", 0)] if torch.cuda.is_available() else [])
+    return [d for d in found if only is None or d.type == only]
+
+
+def sync(device) -> None:
+    from runner.devices import sync as _sync
+
+    _sync(device)
+
+
 def runner_cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)

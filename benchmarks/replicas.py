@@ -6,7 +6,7 @@ import statistics
 
 import torch
 
-from benchmarks.common import Row
+from benchmarks.common import Row, bench_devices
 from runner.job import Job
 
 STEPS = 1000
@@ -25,13 +25,13 @@ def loop_seconds(replicas: int, device: torch.device) -> float:
     return job.run(steps=STEPS, device=device).seconds  # the loop alone, as loop_seconds records it
 
 
-def run(quick: bool = False) -> list[Row]:
+def run(quick: bool = False, only: str | None = None) -> list[Row]:
     """Each repeat times one replica, then R=256, then R=4096, back to back, and keeps the ratios:
     the machine drifts between repeats, a repeat sees one machine."""
     repeats = 2 if quick else 9  # cheap (a second a repeat), and the machine is noisy
     rows = []
-    for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        device = torch.device(dev)
+    for device in bench_devices(only):
+        dev = device.type
         loop_seconds(1, device)  # warm: the optimiser machinery, the problem's tensors
         seconds: dict[int, list[float]] = {1: [], 256: [], 4096: []}
         for _ in range(repeats):

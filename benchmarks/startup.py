@@ -18,9 +18,9 @@ def run(quick: bool = False) -> list[Row]:
     repeats = 3
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        runner_cli(tmp, "trainer.steps=1", "trainer.progress=off")
+        runner_cli(tmp, "trainer.steps=1", "trainer.progress=off", "trainer.device=cpu")
         imports = timed(lambda: subprocess.run([sys.executable, "-c", "import torch, hydra, mlflow"], check=True), repeats)
-        job = timed(lambda: runner_cli(tmp, "trainer.steps=1", "trainer.progress=off"), repeats)
+        job = timed(lambda: runner_cli(tmp, "trainer.steps=1", "trainer.progress=off", "trainer.device=cpu"), repeats)
         help_ = timed(lambda: runner_cli(tmp, "--help"), repeats)
     return [
         Row("startup", "default job, trainer.steps=1, existing store / python -c 'import torch, hydra, mlflow'", "ratio", job / imports,

@@ -52,11 +52,11 @@ def run(quick: bool = False) -> list[Row]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        runner_cli(tmp, "trainer.steps=1", "trainer.progress=off")  # the store exists: not timed
+        runner_cli(tmp, "trainer.steps=1", "trainer.progress=off", "trainer.device=cpu")  # the store exists: not timed
         rate = {}
         for launcher, extra in launchers:
             start = time.perf_counter()
-            proc = runner_cli(tmp, "-m", *extra, f"trainer.seed=range({sizes[launcher]})", "trainer.steps=10", "tracking.experiment=runner")
+            proc = runner_cli(tmp, "-m", *extra, f"trainer.seed=range({sizes[launcher]})", "trainer.steps=10", "trainer.device=cpu", "tracking.experiment=runner")
             elapsed = time.perf_counter() - start
             if proc.returncode != 0:
                 raise RuntimeError(f"{launcher} sweep failed:\n{proc.stderr[-2000:]}")

@@ -147,7 +147,7 @@ def check_main_jobs(ctx: Context) -> list[Result]:
     out = []
     for problem, metric, bound in (("poly", "coef_error", 1e-2), ("puzzle", "max_residual", 1e-3)):
         seen = {}
-        for device in (ctx.device, ctx.other):
+        for device in dict.fromkeys((ctx.device, ctx.other)):  # once on a CPU smoke run
             proc, folder = runner(ctx, f"{problem}-{device}", f"problem={problem}", f"trainer.device={device}")
             m = record(folder).get("final_metrics", {})
             seen[device] = (proc, m, record(folder).get("params", {}).get("trainer.device"))
@@ -174,7 +174,7 @@ def check_lbfgs64(ctx: Context) -> list[Result]:
 
 def check_nist(ctx: Context) -> list[Result]:
     lre = {}
-    for device in (ctx.device, ctx.other):
+    for device in dict.fromkeys((ctx.device, ctx.other)):  # once on a CPU smoke run
         proc, folder = runner(ctx, f"nist-{device}", "problem=nist", "problem.dataset=Wampler1", "optim=lbfgs", "trainer.steps=100", f"trainer.device={device}")
         if proc.returncode != 0:
             return [Result(f"NIST Wampler1, lbfgs, {device}", "failed", False, failed(proc))]

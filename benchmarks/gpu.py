@@ -21,18 +21,22 @@ a CUDA run (KILLED, exit 130 / 143); the same seed twice gives the same history.
 
 On a bare GPU machine (PyTorch with CUDA, numpy, scipy, matplotlib, joblib, pytest there; no
 Hydra, no MLflow, no network), carry the missing packages as wheels in .whl/ (ignored by git).
-Here, on a machine with pip and the network, for the machine's Python (3.12 on the workplace's
-H200 image):
+These are what a run and a joblib sweep import here that the workplace's H200 image (KINDS.md's
+package list) lacks. On a machine with pip and the network, for that machine's Python (3.12):
 
-    python3 -m pip download --only-binary=:all: --python-version 3.12 --implementation cp \\
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \\
-        -d .whl hydra-core omegaconf mlflow-skinny sqlalchemy alembic hydra-joblib-launcher
-    python3 -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3   # sdist only on PyPI: build it here
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+        hydra-core omegaconf hydra-joblib-launcher mlflow mlflow-skinny mlflow-tracing sqlalchemy alembic mako \
+        sqlparse cachetools databricks-sdk google-auth google-api-core googleapis-common-protos pyasn1 pyasn1-modules rsa \
+        opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-semantic-conventions \
+        opentelemetry-exporter-prometheus pydantic pydantic-core annotated-types typing-inspection \
+        fastapi starlette importlib-metadata cffi pycparser cryptography
+    python3 -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3   # an sdist on PyPI: build it here
     python3 -m pip wheel --no-deps -w .whl .                                # this project, for its entry points
 
-(`pip download` brings each package's dependencies too; delete from .whl/ those the machine
-already has, such as numpy, torch or pyyaml, and keep one version of each.) There, from the
-repository's root:
+(Pin the versions this project's venv has, `pip freeze`, where they matter; keep one version of
+each; check the folder's size against what a device call carries, 64 MiB with the tree.) There,
+from the repository's root:
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     export PYTHONPATH=$PWD:/tmp/site       # this tree first; /tmp/site for Hydra, MLflow and the entry points
@@ -40,6 +44,7 @@ repository's root:
 
 The runner's plugins are found through entry points (the project's installed metadata, here from
 its wheel in /tmp/site); the code itself is imported from this tree, which comes first on the path.
+A package still missing shows as a failed check with its ModuleNotFoundError: add its wheel.
 """
 from __future__ import annotations
 
@@ -352,6 +357,17 @@ CHECKS = [
 ]
 
 
+def preflight() -> list[str]:
+    """What a run needs that this Python lacks (see the docstring for a bare GPU machine)."""
+    import importlib.metadata as md
+    import importlib.util
+
+    missing = [m for m in ("hydra", "omegaconf", "mlflow", "sqlalchemy", "alembic") if importlib.util.find_spec(m) is None]
+    if not list(md.entry_points(group="runner.problems")):
+        missing.append("the runner's entry points (pip install -e ., or its wheel on PYTHONPATH)")
+    return missing
+
+
 # -- dry run --------------------------------------------------------------------------------------
 def validate(checks: list[Check]) -> list[str]:
     """What the checks will run, checked without running it: their overrides compose against the
@@ -438,6 +454,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1 if problems else 0
     if device == "cuda" and not cuda:
         print("--device cuda: PyTorch sees no CUDA device here.", file=sys.stderr)
+        return 2
+    missing = preflight()
+    if missing:
+        print(f"Cannot run the GPU check: missing {', '.join(missing)}. On a bare GPU machine, carry wheels: "
+              "see `python -c 'import benchmarks.gpu as g; print(g.__doc__)'`.", file=sys.stderr)
         return 2
     results: list[tuple[str, Result]] = []
     start = time.perf_counter()

@@ -44,3 +44,14 @@ def test_smoke_run_on_the_cpu(tmp_path):
     assert table.startswith("# GPU check: no GPU: every check ran on the CPU")
     assert "| nist | NIST Wampler1" in table and "| determinism | poly + adam, seed 3 twice, cpu | identical | yes |" in table
     assert "**no**" not in table
+
+
+def test_a_machine_without_mlflow_is_told_how_to_carry_it(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    assert gpu.main(["--device", "cpu", "--only", "determinism"]) == 2
+    err = capsys.readouterr().err
+    assert "missing mlflow" in err and "carry wheels" in err
+    assert ".whl" in gpu.__doc__ and "PYTHONPATH" in gpu.__doc__

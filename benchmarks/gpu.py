@@ -20,23 +20,22 @@ step; a joblib sweep of 8 jobs on one GPU (no "re-initialize CUDA" error); Ctrl-
 a CUDA run (KILLED, exit 130 / 143); the same seed twice gives the same history.
 
 On a bare GPU machine (PyTorch with CUDA, numpy, scipy, matplotlib, joblib, pytest there; no
-Hydra, no MLflow, no network), carry the missing packages as wheels in .whl/ (ignored by git).
-These are what a run and a joblib sweep import here that the workplace's H200 image (KINDS.md's
-package list) lacks. On a machine with pip and the network, for that machine's Python (3.12):
+Hydra, no MLflow, no network), carry the missing packages as wheels in .whl/ (ignored by git):
+what a run, its MLflow helper and a joblib sweep import here that the workplace's H200 image
+(KINDS.md's package list) lacks, at the versions of this project's venv (unpinned, pip takes
+newer ones that need still more: importlib-metadata 9.2 wants `lazy_importer`). Here, in the
+repository's root, for that machine's Python (3.12):
 
+    NAMES='hydra-core|omegaconf|hydra-joblib-launcher|mlflow|mlflow-skinny|mlflow-tracing|sqlalchemy|alembic|mako|sqlparse|cachetools|databricks-sdk|google-auth|google-api-core|googleapis-common-protos|pyasn1|pyasn1-modules|rsa|opentelemetry-api|opentelemetry-sdk|opentelemetry-proto|opentelemetry-semantic-conventions|opentelemetry-exporter-prometheus|pydantic|pydantic-core|annotated-types|typing-inspection|fastapi|starlette|importlib-metadata|cffi|pycparser|cryptography'
+    PINS=$(.venv/bin/python -m pip freeze | sed 's/_/-/g' | grep -iE "^($NAMES)==")
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-        hydra-core omegaconf hydra-joblib-launcher mlflow mlflow-skinny mlflow-tracing sqlalchemy alembic mako \
-        sqlparse cachetools databricks-sdk google-auth google-api-core googleapis-common-protos pyasn1 pyasn1-modules rsa \
-        opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-semantic-conventions \
-        opentelemetry-exporter-prometheus pydantic pydantic-core annotated-types typing-inspection \
-        fastapi starlette importlib-metadata cffi pycparser cryptography
+        --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl $PINS
     python3 -m pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3   # an sdist on PyPI: build it here
     python3 -m pip wheel --no-deps -w .whl .                                # this project, for its entry points
 
-(Pin the versions this project's venv has, `pip freeze`, where they matter; keep one version of
-each; check the folder's size against what a device call carries, 64 MiB with the tree.) There,
-from the repository's root:
+(34 wheels, 34 MB when tried here for Python 3.11; a device call carries 64 MiB with the tree.)
+There, from the repository's root:
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     export PYTHONPATH=$PWD:/tmp/site       # this tree first; /tmp/site for Hydra, MLflow and the entry points
@@ -44,7 +43,9 @@ from the repository's root:
 
 The runner's plugins are found through entry points (the project's installed metadata, here from
 its wheel in /tmp/site); the code itself is imported from this tree, which comes first on the path.
-A package still missing shows as a failed check with its ModuleNotFoundError: add its wheel.
+Tried here in a venv holding only torch and the image's packages: `--device cpu --quick --only
+tests main sweep signals` passed. A package still missing there shows as a failed check with its
+ModuleNotFoundError (or the preflight names it): add its wheel.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ On a bare GPU machine (PyTorch with CUDA, numpy, scipy, matplotlib, joblib, pyte
 Hydra, no MLflow, no network), carry the missing packages as wheels in .whl/ (ignored by git):
 what a run, its MLflow helper and a joblib sweep import here that the workplace's H200 image
 (KINDS.md's package list) lacks, at the versions of this project's venv (unpinned, pip takes
-newer ones that need still more: importlib-metadata 9.2 wants `lazy_importer`). Here, in the
+newer ones that need still more: importlib-metadata 10.2 wants `lazy_importer`). Here, in the
 repository's root, for that machine's Python (3.12):
 
     NAMES='hydra-core|omegaconf|hydra-joblib-launcher|mlflow|mlflow-skinny|mlflow-tracing|sqlalchemy|alembic|mako|sqlparse|cachetools|databricks-sdk|google-auth|google-api-core|googleapis-common-protos|pyasn1|pyasn1-modules|rsa|opentelemetry-api|opentelemetry-sdk|opentelemetry-proto|opentelemetry-semantic-conventions|opentelemetry-exporter-prometheus|pydantic|pydantic-core|annotated-types|typing-inspection|fastapi|starlette|importlib-metadata|cffi|pycparser|cryptography'

@@ -24,7 +24,8 @@ class Quartic:
 
     def loss(self, params):
         w = params["w"]
-        return ((w - torch.tensor([1.0, -2.0, 0.5], dtype=w.dtype)) ** 4).sum() + (w[0] * w[1]) ** 2
+        target = torch.tensor([1.0, -2.0, 0.5], dtype=w.dtype, device=w.device)  # constants on the params' device
+        return ((w - target) ** 4).sum() + (w[0] * w[1]) ** 2
 
 
 def make_job(problem, seeds, factory, **kwargs):

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,8 +18,11 @@ from plugins.problems import least_squares
 from plugins.problems.least_squares import SparseProduct
 from plugins.problems.linsys import Linsys
 from plugins.problems.poly import Poly
-from runner import compiling, devices, task
+from runner import compiling, devices
+from runner.compose import Experiment
+from runner.contract import ProblemHooks
 from runner.job import Job
+from runner.job_context import JobContext
 
 CPU = torch.device("cpu")
 
@@ -38,12 +40,12 @@ def test_auto_cuda_and_cuda0_are_one_recorded_device(two_gpus, monkeypatch):
     assert set(names.values()) == {"cuda:0"}, names
     assert str(devices.resolve_device("cuda:1")) == "cuda:1"
     # The same config hash, so tracking.skip_finished finds the run whichever way it was asked for.
-    hashes = {task._config_hash({"problem": "poly"}, {"trainer": {"device": name}}) for name in names.values()}
+    hashes = {Experiment(None, None, {}, None, {"problem": "poly"}, {"trainer": {"device": name}}).config_hash for name in names.values()}
     assert len(hashes) == 1
     # The run name shows the device used, not the word typed.
     for typed in ("cuda", "cuda:0", "auto"):
-        monkeypatch.setattr(task, "_hydra", lambda typed=typed: SimpleNamespace(overrides=SimpleNamespace(task=[f"trainer.device={typed}"])))
-        assert task._run_name("poly", "adam", None, devices.resolve_device(typed)) == "poly-adam-device=cuda:0"
+        ctx = JobContext(Path("."), overrides=(f"trainer.device={typed}",))
+        assert ctx.run_name("poly", "adam", None, device=devices.resolve_device(typed)) == "poly-adam-device=cuda:0"
 
 
 def test_cpu_run_records_cpu_and_its_name(workdir):
@@ -58,10 +60,10 @@ def test_cpu_run_records_cpu_and_its_name(workdir):
 
 def test_auto_keeps_problems_too_small_for_a_gpu_on_the_cpu(two_gpus):
     cuda = devices.resolve_device("auto")
-    small = Poly()  # 20 samples x 3 coefficients
+    small = ProblemHooks(Poly())  # 20 samples x 3 coefficients
     device, why = devices.auto_for_problem("auto", cuda, small, torch.float32)
     assert device == CPU and "too small to gain from a GPU" in why
-    big = Poly(n_samples=400_000)
+    big = ProblemHooks(Poly(n_samples=400_000))
     assert devices.auto_for_problem("auto", cuda, big, torch.float64) == (cuda, "")  # 1.2e6 numbers a step
     # float32 steps of the same data read the 3 x 3 statistics only: the CPU again.
     assert devices.auto_for_problem("auto", cuda, big, torch.float32)[0] == CPU
@@ -72,7 +74,7 @@ def test_auto_keeps_problems_too_small_for_a_gpu_on_the_cpu(two_gpus):
 
 def test_auto_says_when_a_launcher_hid_the_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    device, why = devices.auto_for_problem("auto", CPU, Poly(), torch.float32)
+    device, why = devices.auto_for_problem("auto", CPU, ProblemHooks(Poly()), torch.float32)
     assert device == CPU and "CUDA_VISIBLE_DEVICES is empty" in why and "ray_gpu" in why
 
 
@@ -175,8 +177,9 @@ def test_ray_gpu_presets_ask_for_a_gpu(preset, address):
 
 # -- trainer.compile=auto by device and steps -----------------------------------------------------
 def test_compile_auto_decides_by_device_and_steps():
-    p = Poly()
-    p.FUSED_MIN_ROWS = 10  # the problem says a fused pass pays (large float64 data)
+    plugin = Poly()
+    plugin.FUSED_MIN_ROWS = 10  # the problem says a fused pass pays (large float64 data)
+    p = ProblemHooks(plugin)
     cuda = torch.device("cuda", 0)
     assert not compiling.decide("auto", p, cuda, torch.float64, steps=1000).compile
     assert "too few" in compiling.decide("auto", p, cuda, torch.float64, steps=1000).reason
@@ -184,7 +187,7 @@ def test_compile_auto_decides_by_device_and_steps():
     assert not compiling.decide("auto", p, CPU, torch.float64, steps=50).compile
     assert compiling.decide("auto", p, CPU, torch.float64, steps=1000).compile
     assert compiling.decide("true", p, cuda, torch.float64, steps=5).compile  # an explicit true is obeyed
-    assert not compiling.decide("auto", Poly(), CPU, torch.float64, steps=10**6).compile  # the problem says no
+    assert not compiling.decide("auto", ProblemHooks(Poly()), CPU, torch.float64, steps=10**6).compile  # the problem says no
 
 
 # -- float32 statistics on the device, Phi not moved ----------------------------------------------

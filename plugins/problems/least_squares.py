@@ -80,6 +80,19 @@ class LinearLeastSquares:
     def _gram_form(self, dtype) -> bool:
         return dtype == torch.float32 and not self.sparse and self.n >= GRAM_MIN_ROWS
 
+    def residuals(self, params):
+        """y_scale (Phi c - t): the residuals of the user's model; loss(params) == sum(residuals**2)
+        (for loss=mse the residuals carry 1/sqrt(n)). Used by optim=lm."""
+        c = params["c"]
+        self._to(c.device, c.dtype)
+        if "t" in self._tensors:
+            fitted, t = self._product(c), self._tensors["t"]
+        else:  # the Gram form keeps Phi and t on the host: read them for this call only
+            fitted = torch.as_tensor(self.Phi, dtype=c.dtype, device=c.device) @ c
+            t = torch.as_tensor(self.t, dtype=c.dtype, device=c.device)
+        r = (fitted - t) * self.y_scale
+        return r / self.n**0.5 if self.loss_kind == "mse" else r
+
     def batched_loss(self, params):
         """R replicas at once (trainer.replicas): c is (R, k); one matrix product for all, where
         torch.func.vmap would pay its per-call overhead on every step of a small problem."""

@@ -1,29 +1,115 @@
-"""NIST StRD linear regression: certified data, and how many digits a fit gets right.
+"""NIST StRD regression: certified data, and how many digits a fit gets right.
 
-`problem=nist problem.dataset=Filip` (Norris, Pontius, NoInt1, NoInt2, Filip, Longley,
-Wampler1 to Wampler5, shipped with the package) or `problem.path=FILE.dat` for any StRD file.
-Metrics: the log relative error per coefficient, LRE = -log10(|estimate - certified| / |certified|)
-(the absolute error where the certified value is 0), capped at 15 digits as NIST's 15-digit
-values allow, and its minimum `min_lre`.
+`problem=nist problem.dataset=Filip` for the 11 linear sets (Norris, Pontius, NoInt1, NoInt2,
+Filip, Longley, Wampler1 to Wampler5) and `problem.dataset=MGH09 problem.start=1|2` for the 27
+nonlinear ones (Misra1a ... Bennett5), all shipped with the package, or `problem.path=FILE.dat`
+for any StRD file of either kind. Metrics: the log relative error per coefficient,
+LRE = -log10(|estimate - certified| / |certified|) (the absolute error where the certified value
+is 0), capped at the digits NIST certifies (15 for the linear sets, 11 for the nonlinear ones),
+and its minimum `min_lre`.
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
 
+from plugins.problems.formula import parse
+from plugins.problems.formula_fit import FormulaFit
 from plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
 from plugins.problems.strd import StrdError, read_strd
+from plugins.problems.strd_nls import StrdNlsError, read_strd_nls
 from runner.lre import lre
 
 DATA = Path(__file__).resolve().parent / "nist_data"
+NLS_DATA = Path(__file__).resolve().parent / "nist_nls_data"
 DATASETS = ("Norris", "Pontius", "NoInt1", "NoInt2", "Filip", "Longley",
             "Wampler1", "Wampler2", "Wampler3", "Wampler4", "Wampler5")
+# NIST's order: lower, average, higher difficulty.
+NONLINEAR = ("Misra1a", "Chwirut2", "Chwirut1", "Lanczos3", "Gauss1", "Gauss2", "DanWood", "Misra1b",
+             "Kirby2", "Hahn1", "Nelson", "MGH17", "Lanczos1", "Lanczos2", "Gauss3", "Misra1c", "Misra1d",
+             "Roszman1", "ENSO", "MGH09", "Thurber", "BoxBOD", "Rat42", "MGH10", "Eckerle4", "Rat43", "Bennett5")
+MAX_LRE_NONLINEAR = 11.0  # NIST certifies the nonlinear sets' values to 11 significant digits
 
 
-class Nist(LinearLeastSquares):
+def Nist(dataset: str = "Pontius", path: Optional[str] = None, start: int = 1,
+         basis: Literal["chebyshev", "legendre", "monomial"] = "chebyshev", scale: bool = True,
+         loss: Literal["sse", "mse"] = "sse"):
+    """A NIST StRD dataset: linear (basis, scale apply) or nonlinear (start=1|2 picks NIST's start)."""
+    if path is None and dataset not in DATASETS + NONLINEAR:
+        raise ValueError(f"problem.dataset={dataset!r} is not a shipped NIST StRD dataset; allowed: linear "
+                         f"{', '.join(DATASETS)}; nonlinear {', '.join(NONLINEAR)}; or problem.path=FILE.dat for your own.")
+    nonlinear = dataset in NONLINEAR if path is None else _is_nonlinear_file(path)
+    if nonlinear:
+        if basis != "chebyshev" or not scale:
+            raise ValueError("problem.basis and problem.scale apply to the linear StRD sets; a nonlinear set is fitted "
+                             "in its own parameters (leave them at their defaults).")
+        return NistNonlinear(path if path is not None else NLS_DATA / f"{dataset}.dat", start, loss)
+    if start != 1:
+        raise ValueError(f"problem.start={start} applies to the nonlinear StRD sets (NIST's Start 1 or 2); a linear "
+                         "set starts from a draw of trainer.seed (leave problem.start at 1).")
+    return NistLinear(dataset, path, basis, scale, loss)
+
+
+def _is_nonlinear_file(path: str) -> bool:
+    """StRD files say which procedure they certify in their header."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096).decode("latin-1")
+    except OSError as exc:
+        raise ValueError(f"problem.path={path!r} cannot be read: {exc}") from None
+    return "Nonlinear Least Squares Regression" in head
+
+
+class NistNonlinear(FormulaFit):
+    """A nonlinear StRD set: NIST's model and data, from NIST's Start 1 or Start 2."""
+
+    def __init__(self, path, start: int = 1, loss: str = "sse"):
+        if start not in (1, 2) or isinstance(start, bool):
+            raise ValueError(f"problem.start={start!r} is not allowed: NIST gives two starting points, 1 (far) and 2 (near).")
+        try:
+            self.data = read_strd_nls(path)
+        except StrdNlsError as exc:
+            raise ValueError(f"problem.path: {exc}") from None
+        d = self.data
+        self.start_number = start
+        self.setup_fit(parse(d.model), parse(d.response), d.columns, d.parameters, d.starts[start - 1], loss)
+
+    def metrics(self, params):
+        out = {f"lre_{name}": lre(v, self.data.certified[name], MAX_LRE_NONLINEAR)
+               for name, v in zip(self.parameters, self.values(params))}
+        out["min_lre"] = min(out.values())
+        fit = super().metrics(params)
+        out["lre_rss"] = lre(fit["rss"], self.data.certified_rss, MAX_LRE_NONLINEAR)
+        return {**out, **fit}
+
+    def truth(self):
+        """NIST's certified values, named as in `solution` (b1, b2, ...)."""
+        return dict(self.data.certified)
+
+    def solution(self, params):
+        return {**super().solution(params), "certified": dict(self.data.certified),
+                "start": dict(self.data.starts[self.start_number - 1]), "certified_rss": self.data.certified_rss}
+
+    def optimum_loss(self):
+        """The certified residual sum of squares (its mean for loss=mse)."""
+        return self.data.certified_rss / (self.n if self.loss_kind == "mse" else 1)
+
+    SOLVED_RTOL = 1e-7  # Moré and Wild's most demanding level, from NIST's start
+
+    def target_loss(self):
+        import torch
+
+        with torch.no_grad():
+            at_start = float(self.loss({"b": torch.as_tensor(self.start, dtype=torch.float64)}))
+        optimum = self.optimum_loss()
+        return optimum + self.SOLVED_RTOL * max(at_start - optimum, 0.0) if math.isfinite(at_start) else None
+
+
+class NistLinear(LinearLeastSquares):
     """Least squares on a NIST StRD dataset, in a well-conditioned internal basis."""
 
     preferred_dtype = "float64"  # trainer.dtype=auto: certified digits need float64

@@ -35,7 +35,7 @@ EPS = torch.finfo(torch.float64).eps
 class LevenbergMarquardt(torch.optim.Optimizer):
     elementwise = False  # couples every parameter: replicas run one after another
 
-    def __init__(self, params, problem=None, factor: float = 100.0, ftol: float = 0.0, xtol: float = 0.0,
+    def __init__(self, params, problem=None, factor: float = 1.0, ftol: float = 0.0, xtol: float = 0.0,
                  gtol: float = 0.0, max_trials: int = 30, jacobian: Literal["auto", "forward", "reverse"] = "auto",
                  precision: Literal["float64", "param"] = "float64", polish: bool = True, max_polish: int = 10):
         if not callable(getattr(problem, "residuals", None)):

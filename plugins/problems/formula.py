@@ -13,6 +13,7 @@ than a unary sign on their left: -x**2 is -(x**2); x**-2 is allowed).
 from __future__ import annotations
 
 import builtins
+import keyword
 import math
 import re
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ FUNCTIONS: dict[str, Callable] = {
 _NUMPY = {"exp": np.exp, "log": np.log, "ln": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos,
           "tan": np.tan, "arctan": np.arctan, "atan": np.arctan}
 CONSTANTS = {"pi": math.pi}
-_FORBIDDEN = frozenset(dir(builtins)) - {"e"}  # names that read as Python: refused outright
+_FORBIDDEN = frozenset(dir(builtins)) | frozenset(keyword.kwlist)  # names that read as Python: refused outright
 _TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)|(?P<op>\*\*|[-+*/^()\[\]]))")
 _CLOSE = {"(": ")", "[": "]"}
 HELP = ("Allowed: numbers, names, + - * / ** ^, parentheses or square brackets, and the functions "
@@ -194,7 +195,7 @@ class _Parser:
         calls = nxt is not None and nxt[1] in ("(", "[")
         if text.startswith("_") or (text in _FORBIDDEN and text not in FUNCTIONS):
             raise FormulaError(f"The {self.what} '{self.text}' uses the name '{text}', which is refused (a Python "
-                               f"builtin or a name starting with '_'). Rename it. {HELP}")
+                               f"builtin or keyword, or a name starting with '_'). Rename it. {HELP}")
         if calls and text in FUNCTIONS:
             opening = self.accept("(", "[")
             inner = self.nested(self.sum)
@@ -223,29 +224,29 @@ def _fold(node: Node) -> Node:
     else:
         folded = (kind, tuple((op, _fold(child)) for op, child in node[1]))
     if all(child[0] == "num" for child in _children(folded)):
-        with np.errstate(all="ignore"):
-            return ("num", float(_numpy_eval(folded, {})))
+        # With the same torch operations the compiled function would apply: folding changes no bit.
+        return ("num", float(_compile(folded, constant=lambda v: torch.tensor(v, dtype=torch.float64))({})))
     return folded
 
 
-def _compile(node: Node):
+def _compile(node: Node, constant=lambda v: v):
     kind = node[0]
     if kind == "num":
-        value = node[1]
+        value = constant(node[1])
         return lambda env: value
     if kind == "name":
         key = node[1]
         return lambda env: env[key]
     if kind == "neg":
-        f = _compile(node[1])
+        f = _compile(node[1], constant)
         return lambda env: -f(env)
     if kind == "call":
-        fn, f = FUNCTIONS[node[1]], _compile(node[2])
+        fn, f = FUNCTIONS[node[1]], _compile(node[2], constant)
         return lambda env: fn(_as_tensor(f(env)))
     if kind == "pow":
-        f, g = _compile(node[1]), _compile(node[2])
+        f, g = _compile(node[1], constant), _compile(node[2], constant)
         return lambda env: f(env) ** g(env)
-    parts = [(op, _compile(child)) for op, child in node[1]]
+    parts = [(op, _compile(child, constant)) for op, child in node[1]]
     if kind == "sum":
         def total(env):
             sign, f = parts[0]

@@ -101,7 +101,7 @@ class FormulaFit:
             from matplotlib.figure import Figure
 
             fig = Figure(figsize=(6, 5.5))
-            fig.subplots_adjust(left=0.14, right=0.97, top=0.93, bottom=0.09, hspace=0.3)
+            fig.subplots_adjust(left=0.14, right=0.97, top=0.93, bottom=0.09, hspace=0.45)
             _fit_figure = fig, fig.add_subplot(3, 1, (1, 2)), fig.add_subplot(3, 1, 3)
         fig, ax, ax_r = _fit_figure
         ax.clear()
@@ -117,7 +117,7 @@ class FormulaFit:
             grid = np.linspace(x.min(), x.max(), 400)
             ax.plot(x, self.target, "o", ms=3, label=f"data ({self.n})")
             ax.plot(grid, self.predict(b, {name: grid}), "-", lw=1.5, label="fit")
-            ax_r.plot(x, r, "o", ms=3)
+            ax_r.plot(x, -r, "o", ms=3)
             ax_r.set_xlabel(name)
             ax.set_xlabel(name)
         else:
@@ -126,11 +126,11 @@ class FormulaFit:
             ax.plot([lo, hi], [lo, hi], "-", lw=1, label="fitted = observed")
             ax.set_xlabel(f"observed {label}")
             label = f"fitted {label}"
-            ax_r.plot(np.arange(1, self.n + 1), r, "o", ms=3)
+            ax_r.plot(np.arange(1, self.n + 1), -r, "o", ms=3)
             ax_r.set_xlabel("observation")
         ax_r.axhline(0.0, color="0.5", lw=0.8)
         ax.set_ylabel(label)
-        ax_r.set_ylabel("residual")
+        ax_r.set_ylabel("data − fit")
         ax.set_title(f"{self.model.text[:70]}  (rss {float(np.sum(r * r)):.6g})", fontsize=9, y=1.0)
         ax.legend(fontsize=8)
         return {"fit": fig}

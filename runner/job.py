@@ -64,11 +64,11 @@ class Job:
         compiling.warm_up(self.compile, lambda: compiled(self.params), list(self.params.values()))
         return compiled if self.compile.compile else eager  # warm_up turns it off when compiling failed
 
-    def _sequential(self, on_points=lambda done, points, times: None, **loop_kwargs) -> LoopResult:
+    def _sequential(self, on_points=lambda done, points, times, costs: None, **loop_kwargs) -> LoopResult:
         """Each replica a loop of its own; the history is then the median over replicas, timed
         as the first replica's steps were (the time one replica takes)."""
         loss = self._loss(self.problem.loss)  # compiled once: every replica has the same shapes
-        histories, results, first_times = [], [], {}
+        histories, results, first_times, first_costs = [], [], {}, {}
         for r, seed in enumerate(self.seeds):
             params = self.params if r == 0 else {k: v.detach().requires_grad_(True) for k, v in
                                                  self.problem.raw_initial_params(torch.Generator().manual_seed(seed), self.device, self.dtype).items()}
@@ -76,10 +76,11 @@ class Job:
             sched = self.scheduler if r == 0 else (self.make_scheduler(opt) if self.make_scheduler else None)
             points: list = []
 
-            def collect(done, pts, times, first=(r == 0)):
+            def collect(done, pts, times, costs, first=(r == 0)):
                 points.extend(pts)
-                if first:
+                if first:  # the record's times and evaluations are the first replica's
                     first_times.update((s, t) for (s, _), t in zip(pts, times))
+                    first_costs.update((s, c) for (s, _), c in zip(pts, costs))
 
             results.append(optimise(lambda: loss(params), opt, scheduler=sched, on_points=collect, needs=self.needs, **loop_kwargs))
             histories.append(dict(points))
@@ -95,7 +96,8 @@ class Job:
                 bands["loss_q10"].append((s, q[0]))
                 bands["loss_q90"].append((s, q[2]))
         last = max(first_times.values(), default=results[0].started_at)
-        on_points(max(r.steps for r in results), median_points, [first_times.get(s, last) for s, _ in median_points])
+        on_points(max(r.steps for r in results), median_points, [first_times.get(s, last) for s, _ in median_points],
+                  [first_costs.get(s, results[0].evaluations) for s, _ in median_points])
         finals = rep.Finals([r.final_loss for r in results])
         return LoopResult(
             steps=max(r.steps for r in results),
@@ -106,4 +108,5 @@ class Job:
             error=finals.error,
             final_losses=finals.losses,
             bands=bands,
+            evaluations=results[0].evaluations,
         )

@@ -32,10 +32,12 @@ class LoopResult:
     error: Optional[str] = None  # why it diverged
     final_losses: Optional[list[float]] = None  # one per replica, when the loss is a vector
     bands: Optional[dict[str, Points]] = None  # loss_q10 / loss_q90 histories over replicas
+    evaluations: tuple[int, int] = (0, 0)  # (loss, gradient) evaluations the optimiser spent
 
 
 QUANTILES = (0.1, 0.5, 0.9)
-OnPoints = Callable[[int, Points, list[float]], None]
+Costs = list[tuple[int, int]]  # (loss, gradient) evaluations spent by the end of each point's step
+OnPoints = Callable[[int, Points, list[float], Costs], None]
 
 
 def optimise(
@@ -46,7 +48,7 @@ def optimise(
     log_every: int = 10,
     check_every: int = 10,
     tol: Optional[float] = None,
-    on_points: OnPoints = lambda step, points, times: None,
+    on_points: OnPoints = lambda step, points, times, costs: None,
     device: Optional[torch.device] = None,
     scheduler=None,
     needs=None,
@@ -82,7 +84,7 @@ def optimise(
                     raise
                 reader.stop, reader.error = "diverged", f"diverged: the optimiser's step {reader.done} raised {type(exc).__name__}: {exc}"
                 break
-            reader.add(loss)
+            reader.add(loss, step.spent())
             if scheduler is not None:
                 scheduler.step()
             if (reader.done % check_every == 0 or reader.done == steps) and reader.read():
@@ -107,11 +109,19 @@ def optimise(
         final = float(final_t)
     if stop != "diverged" and not math.isfinite(final):
         stop, error = "diverged", f"diverged: the loss became {final} after the last step"
-    return LoopResult(reader.done, final, seconds, stop, started_at, error, finals, reader.bands if reader.batched else None)
+    return LoopResult(reader.done, final, seconds, stop, started_at, error, finals, reader.bands if reader.batched else None,
+                      step.spent())
 
 
 class _Step:
-    """One optimiser step through a closure; returns the loss before the update (on the device)."""
+    """One optimiser step through a closure; returns the loss before the update (on the device).
+
+    It counts evaluations, the honest cost axis: a call of the closure is one loss and one
+    gradient evaluation (forward and backward). An optimiser that evaluates the problem itself
+    (optim=lm) keeps its own in an `evaluations` dict ({"loss": n, "gradient": n}; a Jacobian of m
+    residuals in n parameters is n gradient evaluations in forward mode, m in reverse), added here.
+    The loop's own evaluations for the record (the loss of an optimiser that ignores the closure
+    and returns none, the final loss) are not counted."""
 
     def __init__(self, loss_fn: Callable[[], torch.Tensor], optimizer, needs=None):
         self.loss_fn, self.optimizer = loss_fn, optimizer
@@ -121,10 +131,20 @@ class _Step:
         if self.create_graph:  # the graph kept by backward is released by zero_grad(set_to_none) every step
             warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
 
+        self.calls = 0  # closure calls so far
+        self.own = getattr(optimizer, "evaluations", None)
+
+    def spent(self) -> tuple[int, int]:
+        """(loss, gradient) evaluations so far."""
+        if isinstance(self.own, dict):
+            return self.calls + int(self.own.get("loss", 0)), self.calls + int(self.own.get("gradient", 0))
+        return self.calls, self.calls
+
     def closure(self) -> torch.Tensor:
         if not torch.is_grad_enabled():  # an optimiser that calls it under no_grad (torch's own enable it)
             with torch.enable_grad():
                 return self.closure()
+        self.calls += 1
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn()
         total = loss.sum() if loss.dim() else loss
@@ -137,8 +157,10 @@ class _Step:
         self.first = None
         if self.grad_before_step:
             self.closure()
-        self.optimizer.step(self.closure)
+        returned = self.optimizer.step(self.closure)
         loss = self.first
+        if loss is None and isinstance(returned, torch.Tensor):  # it evaluated the loss itself (lm)
+            loss = returned
         if loss is None:  # an optimiser that ignored the closure
             loss = self.loss_fn()  # grad mode as in a step: a compiled loss is not compiled again
         return loss.detach()
@@ -146,11 +168,13 @@ class _Step:
 
 class ChunkReader:
     """The step losses of one chunk stay on the device until `read`: one host sync reads them
-    back, checks divergence and tol, and hands the logged points to `on_points`."""
+    back, checks divergence and tol, and hands the logged points to `on_points`, each with the
+    evaluations spent by the end of its step (as its time: when that step ended)."""
 
     def __init__(self, log_every: int, tol: Optional[float], on_points: OnPoints):
         self.log_every, self.tol, self.on_points = log_every, tol, on_points
         self.pending: list[torch.Tensor] = []
+        self.pending_costs: Costs = []
         self.done = 0  # steps taken (after a divergence: the step that diverged)
         self.chunk_started = 0.0  # epoch seconds at the start of the pending chunk
         self.stop, self.error = "steps", None
@@ -158,8 +182,9 @@ class ChunkReader:
         self.bands: dict[str, Points] = {"loss_q10": [], "loss_q90": []}
         self._quantiles: Optional[torch.Tensor] = None
 
-    def add(self, loss: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, cost: tuple[int, int] = (0, 0)) -> None:
         self.pending.append(loss)
+        self.pending_costs.append(cost)
         self.done += 1
 
     def read(self) -> bool:
@@ -169,11 +194,12 @@ class ChunkReader:
         stacked = torch.stack(self.pending)
         self.pending.clear()
         sync(stacked.device)  # the chunk's steps have run, not only been queued, when the clock is read
+        costs, self.pending_costs = self.pending_costs, []
         now, began = time.time(), self.chunk_started
         self.chunk_started = now
         base = self.done - stacked.shape[0]
         values = self._replica_medians(stacked, base) if stacked.dim() == 2 else stacked.tolist()
-        return self._hand_over(values, base, began, now)
+        return self._hand_over(values, base, began, now, costs)
 
     def _replica_medians(self, stacked: torch.Tensor, base: int) -> list[float]:
         """(steps, replicas): median and band in one host sync. Quantiles only where they are
@@ -197,9 +223,10 @@ class ChunkReader:
                 self.bands["loss_q90"].append((base + i, read[2 * len(rows) + j]))
         return values
 
-    def _hand_over(self, values: list[float], base: int, began: float, now: float) -> bool:
+    def _hand_over(self, values: list[float], base: int, began: float, now: float, chunk_costs: Costs) -> bool:
         points: Points = []
         times: list[float] = []
+        costs: Costs = []
         halt = False
         per_step = (now - began) / max(len(values), 1)
         for i, v in enumerate(values):
@@ -211,9 +238,10 @@ class ChunkReader:
             if s % self.log_every == 0:
                 points.append((s, v))
                 times.append(began + (i + 1) * per_step)  # when the step that evaluated it ended
+                costs.append(chunk_costs[i])
             if self.tol is not None and v <= self.tol:
                 self.stop, halt = "tol", True
-        self.on_points(self.done, points, times)
+        self.on_points(self.done, points, times, costs)
         return halt
 
 

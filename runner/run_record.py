@@ -85,10 +85,11 @@ class RunRecord:
                 raise
         return self
 
-    def on_points(self, done: int, points, times) -> None:
+    def on_points(self, done: int, points, times, costs) -> None:
         """The loop's logged points: the history, the metric stream, the progress display."""
         self.history.extend(points)
         self.stream.put("loss", points, times)
+        self._put_costs(points, times, costs)
         self.progress.update(done, points[-1][1] if points else None)
 
     def finish(self, loop) -> None:
@@ -100,10 +101,22 @@ class RunRecord:
         if math.isfinite(loop.final_loss):
             self.history.append((loop.steps, loop.final_loss))
             self.stream.put("loss", [(loop.steps, loop.final_loss)], [loop.started_at + loop.seconds])
+            self._put_costs([(loop.steps, loop.final_loss)], [loop.started_at + loop.seconds], [loop.evaluations])
         for key, points in (loop.bands or {}).items():
             self.stream.put(key, points)
         self.result = outcome.result(self.experiment.problem, self.experiment.job, loop)
         (self.ctx.output_dir / "result.json").write_text(json.dumps(self.result, indent=2, allow_nan=True))
+
+    def _put_costs(self, points, times, costs) -> None:
+        """The evaluations spent by the end of each logged point's step, as histories on the same
+        steps: `loss_evals`, `grad_evals` and their sum `evals`, the cost axis of reports
+        (runner/loop.py says what counts). The run's latest value of each is its total."""
+        if not costs:
+            return
+        steps = [s for s, _ in points]
+        self.stream.put("loss_evals", [(s, float(c[0])) for s, c in zip(steps, costs)], times)
+        self.stream.put("grad_evals", [(s, float(c[1])) for s, c in zip(steps, costs)], times)
+        self.stream.put("evals", [(s, float(c[0] + c[1])) for s, c in zip(steps, costs)], times)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:

@@ -16,7 +16,7 @@ def quadratic(lr=0.1, target=3.0):
 def test_runs_every_step_and_logs_every_nth_point():
     x, opt, loss = quadratic()
     seen = []
-    res = optimise(loss, opt, steps=95, log_every=10, check_every=7, on_points=lambda done, pts, times: seen.extend(pts))
+    res = optimise(loss, opt, steps=95, log_every=10, check_every=7, on_points=lambda done, pts, times, costs: seen.extend(pts))
     assert res.steps == 95 and res.stop_reason == "steps"
     assert [s for s, _ in seen] == list(range(0, 95, 10))
     assert seen[0][1] == pytest.approx(18.0)  # the loss before the first update
@@ -42,7 +42,7 @@ def test_divergence_stops_at_the_first_non_finite_loss_and_keeps_the_history():
         return (x * (math.nan if bad else 1.0)).sum()
 
     seen = []
-    res = optimise(loss, opt, steps=100, log_every=1, check_every=10, on_points=lambda d, p, t: seen.extend(p))
+    res = optimise(loss, opt, steps=100, log_every=1, check_every=10, on_points=lambda d, p, t, c: seen.extend(p))
     assert res.stop_reason == "diverged" and res.steps == 23
     assert "nan" in res.error and "step 23" in res.error
     assert [s for s, _ in seen] == list(range(23))
@@ -65,7 +65,7 @@ def test_lbfgs_closure_and_interrupt_flushes_points():
         return (y - 1).square().sum()
 
     with pytest.raises(KeyboardInterrupt):
-        optimise(loss, opt, steps=100, log_every=1, check_every=50, on_points=lambda d, p, t: seen.extend(p))
+        optimise(loss, opt, steps=100, log_every=1, check_every=50, on_points=lambda d, p, t, c: seen.extend(p))
     assert [s for s, _ in seen] == list(range(7))
 
 
@@ -93,3 +93,54 @@ def test_fused_optimisers_are_used_where_torch_has_them_and_follow_the_same_path
             opt.step()
         finals.append(params["c"].detach())
     torch.testing.assert_close(finals[0], finals[1], rtol=1e-10, atol=1e-12)
+
+
+def test_evaluation_counts_adam_one_per_step():
+    x = torch.tensor([3.0, -2.0], requires_grad=True)
+    opt = torch.optim.Adam([x], lr=0.1)
+    seen = []
+    res = optimise(lambda: ((x - 1) ** 2).sum(), opt, steps=25, log_every=1, check_every=4,
+                   on_points=lambda d, p, t, c: seen.extend(zip([s for s, _ in p], c)))
+    assert [s for s, _ in seen] == list(range(25))
+    assert all(c == (s, s) for s, c in seen)  # the point of step s: the s closure calls before it
+    assert res.evaluations == (25, 25)
+
+
+def test_evaluation_counts_lbfgs_are_its_closure_calls():
+    from plugins.optimizers.lbfgs import LBFGS
+
+    x = torch.tensor([3.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    calls = [0]
+
+    def loss():
+        calls[0] += 1
+        return ((x - 1) ** 4).sum() + (x[0] * x[1]) ** 2
+
+    opt = LBFGS([x], max_iter=5)
+    seen = []
+    counted_before_step = []
+    original = opt.step
+
+    def step(closure):
+        counted_before_step.append(calls[0])
+        return original(closure)
+    opt.step = step
+    res = optimise(loss, opt, steps=6, log_every=1, check_every=3, on_points=lambda d, p, t, c: seen.extend(c))
+    assert res.evaluations == (calls[0] - 1, calls[0] - 1)  # the loop's own final loss is not counted
+    assert [c[0] for c in seen] == counted_before_step and counted_before_step[-1] > 6
+
+
+def test_evaluation_counts_of_an_optimiser_that_evaluates_the_problem_itself():
+    from plugins.optimizers.lm import LevenbergMarquardt
+    from plugins.problems.nist import Nist
+
+    problem = Nist(dataset="Misra1a", start=2)
+    params = {k: v.requires_grad_(True) for k, v in problem.initial_params(torch.Generator(), torch.device("cpu"), torch.float64).items()}
+    opt = LevenbergMarquardt(list(params.values()), problem=problem)
+    seen = []
+    res = optimise(lambda: problem.loss(params), opt, steps=30, log_every=1, on_points=lambda d, p, t, c: seen.append((p, c)))
+    points = [pt for p, _ in seen for pt in p]
+    costs = [c for _, cs in seen for c in cs]
+    assert res.evaluations == (opt.evaluations["loss"], opt.evaluations["gradient"]) and costs[0] == (0, 0)
+    assert costs[1] == (1 + 1, 2)  # step 0: r(x0), one forward-mode Jacobian (2 parameters), one trial
+    assert points[-1][1] == pytest.approx(problem.data.certified_rss, rel=1e-10)  # lm's own loss, logged

@@ -191,3 +191,20 @@ def test_cli_refuses_lm_without_residuals_and_bad_formulas(tmp_path):
     r = run_cli(tmp_path, "problem=curve", "problem.model='b1*__import__(x)'", f"problem.data={tmp_path / 'none.csv'}",
                 "optim=lm")
     assert r.returncode == 2 and "b1*__import__(x)" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_records_evaluations_beside_steps_and_seconds(tmp_path):
+    r = run_cli(tmp_path, "problem=nist", "problem.dataset=Misra1a", "problem.start=2", "optim=lm", "trainer.steps=20",
+                "trainer.log_every=1")
+    assert r.returncode == 0, r.stderr
+    (run,) = all_runs(tmp_path)
+    from conftest import store
+
+    history = {k: [(m.step, m.value) for m in store(tmp_path).get_metric_history(run.info.run_id, k)]
+               for k in ("loss", "evals", "loss_evals", "grad_evals")}
+    steps = [s for s, _ in history["loss"]]
+    assert [s for s, _ in history["evals"]] == steps and steps[0] == 0 and history["evals"][0][1] == 0
+    le, ge = dict(history["loss_evals"]), dict(history["grad_evals"])
+    assert all(dict(history["evals"])[s] == le[s] + ge[s] for s in steps)
+    assert all(a <= b for (_, a), (_, b) in zip(history["evals"], history["evals"][1:]))
+    assert run.data.metrics["evals"] == history["evals"][-1][1] == run.data.metrics["loss_evals"] + run.data.metrics["grad_evals"]

@@ -208,3 +208,16 @@ def test_cli_records_evaluations_beside_steps_and_seconds(tmp_path):
     assert all(dict(history["evals"])[s] == le[s] + ge[s] for s in steps)
     assert all(a <= b for (_, a), (_, b) in zip(history["evals"], history["evals"][1:]))
     assert run.data.metrics["evals"] == history["evals"][-1][1] == run.data.metrics["loss_evals"] + run.data.metrics["grad_evals"]
+    # python -m runner accuracy: our digits and evaluations, and scipy's on the same instance
+    import subprocess
+    import sys
+
+    table = subprocess.run([sys.executable, "-m", "runner", "accuracy"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0, table.stderr
+    header, _, row, *summary = table.stdout.strip().splitlines()
+    assert header == "| dataset | lm, 20 steps | scipy least_squares lm, 2-point Jacobian | scipy least_squares trf, 2-point Jacobian |"
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "Misra1a / start 2" and cells[1] == f"{run.data.metrics['min_lre']:.1f} ({int(run.data.metrics['evals'])})"
+    ours, scipy_lm, scipy_trf = (float(c.split()[0]) for c in cells[1:])
+    assert ours >= 10 and 5 < scipy_lm < ours and 5 < scipy_trf < ours  # scipy: 7.3 and 7.2 digits here
+    assert re.search(r"\(\d+\)", cells[2]) and summary[2].startswith("| **below 7** (nonlinear, 1 instances) | 0 of 1 |")

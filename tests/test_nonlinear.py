@@ -203,7 +203,7 @@ def test_cli_records_evaluations_beside_steps_and_seconds(tmp_path):
     history = {k: [(m.step, m.value) for m in store(tmp_path).get_metric_history(run.info.run_id, k)]
                for k in ("loss", "evals", "loss_evals", "grad_evals")}
     steps = [s for s, _ in history["loss"]]
-    assert [s for s, _ in history["evals"]] == steps and steps[0] == 0 and history["evals"][0][1] == 0
+    assert [s for s, _ in history["evals"]] == steps and steps[0] == 0 and history["evals"][0][1] == 4  # r, J (2), a trial
     le, ge = dict(history["loss_evals"]), dict(history["grad_evals"])
     assert all(dict(history["evals"])[s] == le[s] + ge[s] for s in steps)
     assert all(a <= b for (_, a), (_, b) in zip(history["evals"], history["evals"][1:]))

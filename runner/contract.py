@@ -88,12 +88,21 @@ class Problem:
 
         return torch.func.vmap(self.loss)(params)
 
+    def residuals(self, params: dict):
+        """For least-squares solvers (optim=lm): the residuals r, a tensor, with
+        loss(params) == sum(r**2). A problem that does not define it has none: optim=lm refuses
+        it, naming the method (this default is never called)."""
+        raise NotImplementedError("this problem has no residuals(params) method")
+
 
 class Optimizer:
     """An optimiser plugin: a `torch.optim.Optimizer` subclass, or a callable
     `(params, **config) -> torch.optim.Optimizer`. The loop calls `step(closure)` every step.
-    A parameter named `problem` receives the problem plugin (optim=lstsq uses it), one named
-    `total_steps` receives trainer.steps (an optimiser with a built-in schedule: Ranger21).
+    A parameter named `problem` receives the problem plugin (optim=lstsq and optim=lm use it), one
+    named `total_steps` receives trainer.steps (an optimiser with a built-in schedule: Ranger21).
+    An optimiser that evaluates the problem itself rather than through the closure (optim=lm)
+    keeps an `evaluations` dict ({"loss": n, "gradient": n}): the loop adds it to the closure
+    calls it counts (runner/loop.py) and records the loss its step returns.
 
     What it needs from the loop it declares with the attributes below (runner/needs.py reads them,
     the loop honours them; absent means the default). Many optimisers at once come from a plugin
@@ -127,7 +136,8 @@ class Scheduler:
 
 # Methods (name: positional arguments after self), required ones, and declared attributes, per kind.
 HOOKS = {"problem": {"initial_params": 3, "loss": 1, "metrics": 1, "solution": 1, "figures": 1, "truth": 0,
-                     "optimum_loss": 0, "target_loss": 0, "compile_pays": 2, "work_per_step": 1, "batched_loss": 1}, "optim": {}, "sched": {}}
+                     "optimum_loss": 0, "target_loss": 0, "compile_pays": 2, "work_per_step": 1, "batched_loss": 1,
+                     "residuals": 1}, "optim": {}, "sched": {}}
 REQUIRED = {"problem": ("initial_params", "loss"), "optim": (), "sched": ()}
 ATTRIBUTES = {"problem": ("preferred_dtype",), "optim": ("elementwise", "elementwise_unless", "create_graph", "train_eval",
                                                      "grad_before_step", "needs_matrix", "refused"), "sched": ()}

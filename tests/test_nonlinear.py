@@ -119,6 +119,17 @@ def test_lm_refuses_a_problem_without_residuals():
 
     with pytest.raises(ValueError, match=r"optim=lm \(Levenberg-Marquardt\) needs the problem's residuals.*NoResiduals"):
         LevenbergMarquardt([torch.zeros(2, requires_grad=True)], problem=NoResiduals())
+    from runner.contract import Problem
+
+    class Written(Problem):  # the contract's class declares residuals only to document it
+        initial_params, loss = NoResiduals.initial_params, NoResiduals.loss
+
+    with pytest.raises(ValueError, match="has no residuals"):
+        LevenbergMarquardt([torch.zeros(2, requires_grad=True)], problem=Written())
+    from runner.contract import check
+
+    for plugin in (Curve, Nist, NistNonlinear, LevenbergMarquardt):  # the new plugins keep the contract
+        check("optim" if plugin is LevenbergMarquardt else "problem", plugin)
 
 
 def test_lm_counts_its_evaluations():

@@ -38,7 +38,10 @@ class LevenbergMarquardt(torch.optim.Optimizer):
     def __init__(self, params, problem=None, factor: float = 1.0, ftol: float = 0.0, xtol: float = 0.0,
                  gtol: float = 0.0, max_trials: int = 30, jacobian: Literal["auto", "forward", "reverse"] = "auto",
                  precision: Literal["float64", "param"] = "float64", polish: bool = True, max_polish: int = 10):
-        if not callable(getattr(problem, "residuals", None)):
+        from runner.contract import Problem
+
+        own = getattr(type(problem), "residuals", None)
+        if not callable(getattr(problem, "residuals", None)) or own is Problem.residuals:
             raise ValueError(
                 f"optim=lm (Levenberg-Marquardt) needs the problem's residuals: this problem "
                 f"({type(problem).__name__}) has no residuals(params) method. Problems that have it: poly, nist, "

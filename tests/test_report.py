@@ -139,7 +139,7 @@ def test_judge_declared_target_fallback_and_failures():
     rows = {(r["problem"], r["solver"]): r for r in leaderboard(runs)}
     assert rows[("p", "b")]["success_rate"] == 0.5 and rows[("p", "b")]["failures"] == 1
     assert rows[("p", "a")]["success_rate"] == 0.5 and rows[("p", "a")]["failures"] == 0
-    solvers, instances, tables, notes = cost_tables(runs)
+    solvers, instances, tables, notes = cost_tables(runs, ("steps", "seconds"))
     assert solvers == ["a", "b"]
     assert instances == [("p", 0, 1), ("p", 1, 1), ("q", 0, 1)]
     assert tables["steps"].tolist() == [[21, 11], [math.inf, math.inf], [21, 21]] and not notes

@@ -69,7 +69,7 @@ def judge(runs: list[RunData], tau: float = DEFAULT_TAU) -> dict[str, str]:
         declared = [r.metrics["loss_target"] for r in group if "loss_target" in r.metrics]
         criteria[problem] = _declared_targets(group, declared) if declared else _more_wild_targets(group, tau)
         for r in group:
-            r.steps_to_target, r.seconds_to_target = _first_within_target(r)
+            r.steps_to_target, r.seconds_to_target, r.evals_to_target = _first_within_target(r)
     return criteria
 
 
@@ -89,21 +89,28 @@ def _more_wild_targets(group: list[RunData], tau: float) -> str:
     return f"Moré-Wild: f0 - f >= (1 - {tau:g})(f0 - fL), fL = {best:.6g}, the least loss seen"
 
 
-def _first_within_target(r: RunData) -> tuple[float, float]:
-    """(steps, seconds) until the loss was first within the target; inf for a run that never
-    solved: a failure, or a run that ended above the target (got there, then left)."""
+def _first_within_target(r: RunData) -> tuple[float, float, float]:
+    """(steps, seconds, evaluations) until the loss was first within the target; inf for a run that
+    never solved: a failure, or a run that ended above the target (got there, then left). The
+    evaluations are those the run recorded by the end of that step (nan where it recorded none)."""
     if not r.finished or r.target is None or not r.final_loss <= r.target:
-        return math.inf, math.inf
+        return math.inf, math.inf, math.inf
     for step, value, seconds in r.history:
         if value <= r.target:
-            return step + 1, seconds  # the loss at step s is seen in step s + 1
-    return math.inf, math.inf
+            return step + 1, seconds, r.evals.get(step, math.nan)  # the loss at step s is seen in step s + 1
+    return math.inf, math.inf, math.inf
 
 
 # -- costs for the profiles ---------------------------------------------------------------------------
-def cost_tables(runs: list[RunData]) -> tuple[list[str], list[tuple], dict[str, np.ndarray], list[str]]:
-    """(solvers, instances, {"steps": t, "seconds": t}, notes) for the profiles. An instance is a
-    problem from one start; only instances every solver ran are compared (the latest run counts)."""
+COSTS = ("evals", "steps", "seconds")  # the cost axes (python -m runner report --cost)
+DEFAULT_COSTS = ("evals", "seconds")  # profiles by evaluations (Moré and Wild) and by time
+
+
+def cost_tables(runs: list[RunData], measures=COSTS) -> tuple[list[str], list[tuple], dict[str, np.ndarray], list[str]]:
+    """(solvers, instances, {measure: t}, notes) for the profiles. An instance is a problem from one
+    start; only instances every solver ran are compared (the latest run counts). A run that solved
+    its instance without recording evaluations (runs from before they were counted) has no
+    evaluation cost: its instance's row of the "evals" table is left out (the notes say so)."""
     solvers = sorted({r.solver_label for r in runs})
     latest: dict = {}
     for r in sorted(runs, key=lambda r: r.start_time):
@@ -115,12 +122,16 @@ def cost_tables(runs: list[RunData]) -> tuple[list[str], list[tuple], dict[str, 
         notes.append(f"{len(instances) - len(complete)} of {len(instances)} instances were left out of the profiles: "
                      "not every solver ran them.")
     tables = {}
-    for measure in ("steps", "seconds"):
+    for measure in measures:
         t = np.full((len(complete), len(solvers)), np.inf)
         for i, inst in enumerate(complete):
             for j, s in enumerate(solvers):
-                r = latest[(*inst, s)]
-                t[i, j] = r.steps_to_target if measure == "steps" else r.seconds_to_target
+                t[i, j] = getattr(latest[(*inst, s)], f"{measure}_to_target")
+        unknown = np.isnan(t).any(axis=1)
+        if unknown.any():
+            notes.append(f"{int(unknown.sum())} of {len(complete)} instances were left out of the profiles by {measure}: "
+                         "a run solved them without recording its evaluations.")
+            t = t[~unknown]
         tables[measure] = t
     return solvers, complete, tables, notes
 

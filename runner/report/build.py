@@ -11,6 +11,7 @@ from typing import Optional
 
 from runner.errors import UserError
 from runner.report import analyse, collect, figures, leaderboard, page
+from runner.report.analyse import DEFAULT_COSTS
 
 
 @dataclass
@@ -22,7 +23,8 @@ class Report:
 
 
 def write_report(client, out: Path, *, experiment_id: str, parent_run_id: Optional[str] = None,
-                 source: str = "", tau: float = analyse.DEFAULT_TAU) -> Report:
+                 source: str = "", tau: float = analyse.DEFAULT_TAU, costs=DEFAULT_COSTS) -> Report:
+    """`costs`: the cost axes of the profiles and convergence plots (evals, steps, seconds)."""
     runs, notes = collect.comparable_runs(client, experiment_id, parent_run_id)
     if not runs:
         raise UserError("There are no finished, failed or killed runs to compare"
@@ -32,26 +34,26 @@ def write_report(client, out: Path, *, experiment_id: str, parent_run_id: Option
     criteria = analyse.judge(runs, tau)
     rows = leaderboard.leaderboard(runs)
     leaderboard.write_leaderboard(rows, out / "leaderboard.csv")
-    solvers, instances, tables, profile_notes = analyse.cost_tables(runs)
+    solvers, instances, tables, profile_notes = analyse.cost_tables(runs, costs)
     notes += profile_notes
-    drawn = _draw_figures(runs, solvers, instances, tables, out)
+    drawn = _draw_figures(runs, solvers, instances, tables, out, costs)
     results = collect.results(client, [row["best_run_id"] for row in rows if row["best_run_id"]])
     truths = analyse.solutions(rows, results)
-    (out / "report.html").write_text(page.report_html(runs, rows, criteria, truths, drawn, notes, source), encoding="utf-8")
+    (out / "report.html").write_text(page.report_html(runs, rows, criteria, truths, drawn, notes, source, costs), encoding="utf-8")
     return Report(out, rows, drawn, len(runs))
 
 
-def _draw_figures(runs, solvers, instances, tables, out: Path) -> list[Path]:
+def _draw_figures(runs, solvers, instances, tables, out: Path, costs=DEFAULT_COSTS) -> list[Path]:
     """A convergence figure per problem, then the profiles when there are instances to compare."""
     drawn = []
     colours = figures.style(sorted({r.solver_label for r in runs}))
     for problem in sorted({r.problem_label for r in runs}):
         path = out / f"convergence_{safe_name(problem)}.png"
-        figures.convergence([r for r in runs if r.problem_label == problem], problem, path, colours)
+        figures.convergence([r for r in runs if r.problem_label == problem], problem, path, colours, costs)
         drawn.append(path)
     if instances:
         path = out / "profiles.png"
-        figures.profiles_figure(solvers, tables, len({i[0] for i in instances}), len(instances), path, colours)
+        figures.profiles_figure(solvers, tables, len({i[0] for i in instances}), len(instances), path, colours, costs)
         drawn.append(path)
     return drawn
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 from runner.errors import UserError
 from runner.report import accuracy, collect
-from runner.report.analyse import DEFAULT_TAU
+from runner.report.analyse import COSTS, DEFAULT_COSTS, DEFAULT_TAU
 
 
 def report_main(argv: list[str]) -> int:
@@ -26,12 +26,16 @@ def report_main(argv: list[str]) -> int:
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here")
     parser.add_argument("--tau", type=float, default=DEFAULT_TAU,
                         help=f"Moré-Wild tolerance for problems that declare no target (default {DEFAULT_TAU:g})")
+    parser.add_argument("--cost", default=",".join(DEFAULT_COSTS), metavar="AXES",
+                        help="cost axes of the profiles and convergence plots, comma-separated from evals, steps, "
+                             f"seconds (default {','.join(DEFAULT_COSTS)}: evaluations as in Moré and Wild, and time)")
     args = parser.parse_args(argv)
     try:
         uri, experiment = _tracking_overrides(args.overrides, args.tracking_uri, args.experiment)
         if not (0 < args.tau < 1):
             raise UserError(f"--tau={args.tau} is out of range: it is a relative tolerance, 0 < tau < 1.")
-        report = _report(uri, experiment, args.parent, args.out, args.tau)
+        costs = parse_costs(args.cost)
+        report = _report(uri, experiment, args.parent, args.out, args.tau, costs)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +60,16 @@ def _tracking_overrides(overrides: list[str], uri: Optional[str], experiment: Op
     return uri, experiment
 
 
-def _report(uri, experiment, parent, out, tau):
+def parse_costs(text: str) -> tuple[str, ...]:
+    costs = tuple(c.strip() for c in text.split(",") if c.strip())
+    bad = [c for c in costs if c not in COSTS]
+    if bad or not costs or len(set(costs)) != len(costs):
+        raise UserError(f"--cost {text}: give one or more of {', '.join(COSTS)}, comma-separated, each once "
+                        "(evals: loss and gradient evaluations, steps: optimiser steps, seconds: loop time).")
+    return costs
+
+
+def _report(uri, experiment, parent, out, tau, costs=DEFAULT_COSTS):
     from runner.report.build import safe_name, write_report
 
     client, uri = collect.open_store(uri)
@@ -71,7 +84,7 @@ def _report(uri, experiment, parent, out, tau):
             raise UserError(f"--experiment {experiment}: no such experiment in {uri} (there are: {names}).")
         source = f"experiment {experiment} in {uri}"
     folder = Path(out) if out else Path("reports") / safe_name(name)
-    return write_report(client, folder, experiment_id=experiment_id, parent_run_id=parent, source=source, tau=tau)
+    return write_report(client, folder, experiment_id=experiment_id, parent_run_id=parent, source=source, tau=tau, costs=costs)
 
 
 def accuracy_main(argv: list[str]) -> int:
@@ -80,9 +93,11 @@ def accuracy_main(argv: list[str]) -> int:
     parser.add_argument("--experiment", default="runner", help="MLflow experiment (default: runner)")
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here")
     parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument("--no-scipy", dest="scipy", action="store_false",
+                        help="leave out scipy.optimize.least_squares (lm, trf) on the nonlinear instances")
     args = parser.parse_args(argv)
     try:
-        table = _accuracy(args.tracking_uri, args.experiment)
+        table = _accuracy(args.tracking_uri, args.experiment, args.scipy)
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
@@ -93,12 +108,12 @@ def accuracy_main(argv: list[str]) -> int:
     return 0
 
 
-def _accuracy(uri: Optional[str], experiment: str) -> str:
+def _accuracy(uri: Optional[str], experiment: str, scipy: bool = True) -> str:
     client, uri = collect.open_store(uri)
     experiment_id = collect.experiment_id(client, experiment)
     if experiment_id is None:
         raise UserError(f"No experiment '{experiment}' in {uri}. Run the NIST sweep first (see the README).")
-    runs = collect.search(client, experiment_id, accuracy.NIST_FINISHED)
-    if not runs:
+    runs = collect.search(client, experiment_id, accuracy.NIST_RUNS)
+    if not any(r.finished for r in runs):
         raise UserError(f"Experiment '{experiment}' holds no finished problem=nist run.")
-    return accuracy.accuracy_table(runs)
+    return accuracy.accuracy_table(runs, accuracy.scipy_columns(runs) if scipy else None)

@@ -37,12 +37,14 @@ class RunData:
     started_at: Optional[float] = None  # loop_started_at: the origin of the loss points' times
     tags: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # [(step, loss, seconds since the loop began)]
+    evals: dict = field(default_factory=dict)  # {step: evaluations spent by the end of that step} (runner/loop.py)
     bands: dict = field(default_factory=dict)  # loss_q10 / loss_q90 of a replicas run: {step: value}
     problem_label: str = ""
     solver_label: str = ""
     target: Optional[float] = None
     steps_to_target: float = math.inf  # optimiser steps until the loss was at or below the target
     seconds_to_target: float = math.inf
+    evals_to_target: float = math.inf  # evaluations (loss + gradient) until then; nan: the run did not count them
 
     @property
     def finished(self) -> bool:
@@ -165,6 +167,7 @@ def _load_history(client, run: RunData) -> None:
     points = sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run.run_id, "loss"))
     origin = run.started_at if run.started_at is not None else (points[0][2] / 1000 if points else 0.0)
     run.history = [(s, v, max(ts / 1000 - origin, 0.0)) for s, v, ts in points]
+    run.evals = {m.step: m.value for m in client.get_metric_history(run.run_id, "evals")}  # none before they were counted
     if run.replicas > 1:
         for key in ("loss_q10", "loss_q90"):
             run.bands[key] = {m.step: m.value for m in client.get_metric_history(run.run_id, key)}

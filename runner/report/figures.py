@@ -51,16 +51,30 @@ def _grid(points: np.ndarray, size: int) -> np.ndarray:
     return np.unique(np.concatenate([points[:: max(len(points) // size, 1)], points[-1:]]))
 
 
-def convergence(runs, title: str, path: Path, colours: dict | None = None) -> None:
-    """Two panels, loss against steps and against seconds: per solver the median over its runs and
-    the 10-90 % band (a single replicas run: its own replica band)."""
+AXIS_LABELS = {"steps": "optimiser step", "seconds": "seconds (loop wall time)",
+               "evals": "evaluations (loss + gradient)"}
+_UNITS = {"steps": "steps", "seconds": "seconds", "evals": "evaluations"}
+
+
+def _x(run, point, measure: str) -> float:
+    """A history point's position on a cost axis: its step, its seconds, or its evaluations."""
+    if measure == "steps":
+        return point[0]
+    if measure == "seconds":
+        return point[2]
+    return run.evals.get(point[0], np.nan)
+
+
+def convergence(runs, title: str, path: Path, colours: dict | None = None, measures=("steps", "seconds")) -> None:
+    """One panel per cost axis (steps, seconds, evaluations), loss against it: per solver the
+    median over its runs and the 10-90 % band (a single replicas run: its own replica band)."""
     from matplotlib.figure import Figure
 
     colours = colours or style([r.solver_label for r in runs])
     scale = _LossScale(runs)
-    fig = Figure(figsize=(11, 4.2))
-    fig.subplots_adjust(left=0.07, right=0.985, top=0.86, bottom=0.13, wspace=0.18)
-    axes = fig.subplots(1, 2)
+    fig = Figure(figsize=(5.5 * len(measures), 4.2))
+    fig.subplots_adjust(left=0.07 * 2 / len(measures), right=0.985, top=0.86, bottom=0.13, wspace=0.18)
+    axes = list(np.atleast_1d(fig.subplots(1, len(measures))))
     positive = True
     starts = []  # the median loss at the first step: a diverging run must not squash the plot
     for solver in sorted({r.solver_label for r in runs}):
@@ -68,16 +82,18 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None) -> No
         if not group:
             continue
         colour, line = colours[solver]
-        for ax, col in ((axes[0], 0), (axes[1], 2)):
-            grid, lo, mid, hi = _band(group, col, scale)
+        for k, (ax, measure) in enumerate(zip(axes, measures)):
+            grid, lo, mid, hi = _band(group, measure, scale)
+            if not grid.size:
+                continue  # no run of this solver recorded that cost (evaluations before they were counted)
             n = f" ({len(group)} runs)" if len(group) > 1 else ""
             ax.plot(grid, mid, line, color=colour, lw=1.6, label=plain(f"{solver}{n}"[:60]))
             ax.fill_between(grid, lo, hi, color=colour, alpha=0.18, lw=0)
             finite = mid[np.isfinite(mid)]
-            if col == 0 and finite.size:
+            if k == 0 and finite.size:
                 starts.append(finite[0])
             positive = positive and (finite.size == 0 or finite.min() > 0)
-    for ax, xlabel in ((axes[0], "optimiser step"), (axes[1], "seconds (loop wall time)")):
+    for ax, xlabel in zip(axes, (AXIS_LABELS[m] for m in measures)):
         if scale.target is not None:
             ax.axhline(scale(np.array([scale.target]))[0], color="k", ls="--", lw=0.8, label="target")
         if positive:
@@ -111,14 +127,24 @@ class _LossScale:
         return np.maximum(v, self.floor) if self.floor is not None else v
 
 
-def _band(group, col: int, scale: _LossScale):
-    """(grid, 10 %, median, 90 %) of one solver's runs against steps (col 0) or seconds (col 2)."""
-    xs_all = np.concatenate([np.array([p[col] for p in r.history], float) for r in group])
-    grid = _grid(xs_all, 400) if col == 0 else np.linspace(0.0, xs_all.max(), 300)
-    matrix = np.array([_carried(np.array([p[col] for p in r.history], float), scale(np.array([p[1] for p in r.history], float)),
-                                grid, r.finished) for r in group])
+def _band(group, measure: str, scale: _LossScale):
+    """(grid, 10 %, median, 90 %) of one solver's runs against steps, seconds or evaluations
+    (points without a recorded cost are left out; a run with none drops out of that panel)."""
+    series = []
+    for r in group:
+        xs = np.array([_x(r, p, measure) for p in r.history], float)
+        ys = scale(np.array([p[1] for p in r.history], float))
+        keep = np.isfinite(xs)
+        if keep.any():
+            series.append((xs[keep], ys[keep], r.finished))
+    if not series:
+        empty = np.array([])
+        return empty, empty, empty, empty
+    xs_all = np.concatenate([xs for xs, _, _ in series])
+    grid = _grid(xs_all, 400) if measure != "seconds" else np.linspace(0.0, xs_all.max(), 300)
+    matrix = np.array([_carried(xs, ys, grid, finished) for xs, ys, finished in series])
     lo, mid, hi = _quantiles(matrix)
-    if len(group) == 1 and group[0].bands and col == 0:  # one replicas run: its replicas' band
+    if len(group) == 1 and group[0].bands and measure == "steps":  # one replicas run: its replicas' band
         b = group[0].bands
         steps = np.array(sorted(b.get("loss_q10", {})), float)
         if len(steps):
@@ -128,15 +154,16 @@ def _band(group, col: int, scale: _LossScale):
 
 
 def profiles_figure(solvers: list[str], tables: dict[str, np.ndarray], n_problems: int, n_instances: int, path: Path,
-                    colours: dict | None = None) -> None:
-    """Performance profiles (top) and data profiles (bottom), by steps (left) and seconds (right)."""
+                    colours: dict | None = None, measures=("steps", "seconds")) -> None:
+    """Performance profiles (top) and data profiles (bottom), one column per cost (evaluations,
+    steps or seconds to the target)."""
     from matplotlib.figure import Figure
 
     colours = colours or style(solvers)
-    fig = Figure(figsize=(11, 8))
-    fig.subplots_adjust(left=0.07, right=0.985, top=0.91, bottom=0.07, hspace=0.32, wspace=0.18)
-    axes = fig.subplots(2, 2)
-    for col, measure in enumerate(("steps", "seconds")):
+    fig = Figure(figsize=(5.5 * len(measures), 8))
+    fig.subplots_adjust(left=0.07 * 2 / len(measures), right=0.985, top=0.91, bottom=0.07, hspace=0.32, wspace=0.18)
+    axes = fig.subplots(2, len(measures), squeeze=False)
+    for col, measure in enumerate(measures):
         t = tables[measure]
         ratios = profiles.performance_ratios(t)
         finite = ratios[np.isfinite(ratios)]
@@ -152,7 +179,7 @@ def profiles_figure(solvers: list[str], tables: dict[str, np.ndarray], n_problem
             colour, line = colours[s]
             axes[0, col].step(taus, rho[:, j], line, where="post", color=colour, lw=1.6, label=plain(s[:60]))
             axes[1, col].step(budgets, d[:, j], line, where="post", color=colour, lw=1.6, label=plain(s[:60]))
-        unit = "steps" if measure == "steps" else "seconds"
+        unit = _UNITS[measure]
         axes[0, col].set_xscale("log", base=2)
         axes[0, col].set_xlabel(f"τ: within this factor of the best ({unit})")
         axes[0, col].set_title(f"Performance profile, cost = {unit} to target", fontsize=10)

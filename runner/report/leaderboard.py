@@ -21,7 +21,8 @@ from typing import Any, Optional
 from runner.report.collect import RunData
 
 LEADERBOARD_COLUMNS = ("problem", "solver", "runs", "finished", "failures", "solved", "success_rate",
-                       "median_final_loss", "median_steps_to_target", "median_seconds_to_target", "target_loss", "best_run_id")
+                       "median_final_loss", "median_steps_to_target", "median_seconds_to_target", "median_evals_to_target",
+                       "target_loss", "best_run_id")
 JOB_COLUMNS = ("job", "overrides", "status", "final_loss", "steps", "loop_seconds", "error", "run_id")
 
 
@@ -53,6 +54,7 @@ def _leaderboard_row(problem: str, solver: str, group: list[RunData]) -> dict:
         "median_final_loss": _median(finals),
         "median_steps_to_target": _median([r.steps_to_target for r in solved]),
         "median_seconds_to_target": _median([r.seconds_to_target for r in solved]),
+        "median_evals_to_target": _median([r.evals_to_target for r in solved if not math.isnan(r.evals_to_target)]),
         "target_loss": _median(targets),
         "best_run_id": best.run_id if best else "",
     }

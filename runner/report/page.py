@@ -17,14 +17,15 @@ img{max-width:100%}figure{margin:0 0 1.5em}.notes{color:#8a5a00}"""
 _e = html.escape
 
 
-def report_html(runs, rows, criteria, truths, figures: list[Path], notes: list[str], source: str) -> str:
+def report_html(runs, rows, criteria, truths, figures: list[Path], notes: list[str], source: str,
+                costs=("steps", "seconds")) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Optimiser comparison</title><style>{_CSS}</style></head><body>",
              "<h1>Optimiser comparison</h1>",
              f"<p class='meta'>{_e(source)} · {len(runs)} runs · made {time.strftime('%Y-%m-%d %H:%M')} by <code>python -m runner report</code></p>"]
     if notes:
         parts.append("<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     parts += _leaderboard(rows, criteria)
-    parts += _figures(figures)
+    parts += _figures(figures, costs)
     parts += _truths(truths)
     parts += _failures(runs)
     parts.append("</body></html>")
@@ -38,26 +39,33 @@ def _leaderboard(rows, criteria) -> list[str]:
     for problem in sorted({r["problem"] for r in rows}):
         parts.append(f"<h3>{_e(problem)}</h3><p class='crit'>Solved: {_e(criteria.get(problem, ''))}</p>")
         parts.append("<table><tr><th>solver</th><th>runs</th><th>solved</th><th>success</th><th>failures</th>"
-                     "<th>median final loss</th><th>median steps to target</th><th>median seconds to target</th></tr>")
+                     "<th>median final loss</th><th>median steps to target</th><th>median seconds to target</th>"
+                     "<th>median evaluations to target</th></tr>")
         for row in (r for r in rows if r["problem"] == problem):
             cls = " class='bad'" if row["failures"] else ""
             parts.append(f"<tr{cls}><td>{_e(row['solver'])}</td><td>{row['runs']}</td><td>{row['solved']}</td>"
                          f"<td>{row['success_rate']:.0%}</td><td>{row['failures']}</td><td>{_fmt(row['median_final_loss'])}</td>"
-                         f"<td>{_fmt(row['median_steps_to_target'])}</td><td>{_fmt(row['median_seconds_to_target'], 3)}</td></tr>")
+                         f"<td>{_fmt(row['median_steps_to_target'])}</td><td>{_fmt(row['median_seconds_to_target'], 3)}</td>"
+                         f"<td>{_fmt(row.get('median_evals_to_target', math.nan))}</td></tr>")
         parts.append("</table>")
     return parts
 
 
-def _figures(figures: list[Path]) -> list[str]:
-    parts = ["<h2>Convergence</h2><p>Median over seeds (line) and the 10–90 % band (shaded), against optimiser "
-             "steps and against wall-clock seconds of the loop. Where the problem knows its optimum the plot shows the "
+_AXES = {"steps": "optimiser steps", "seconds": "wall-clock seconds of the loop",
+         "evals": "evaluations (loss and gradient evaluations, counted as runner/loop.py says)"}
+
+
+def _figures(figures: list[Path], costs=("steps", "seconds")) -> list[str]:
+    axes = " and against ".join(_AXES[c] for c in costs)
+    parts = [f"<h2>Convergence</h2><p>Median over seeds (line) and the 10–90 % band (shaded), against {_e(axes)}. "
+             "Where the problem knows its optimum the plot shows the "
              "excess loss above it; the dashed line is the target. A failed run drops out where it failed.</p>"]
     parts += [_img(path) for path in figures if path.name.startswith("convergence")]
     profiles = [p for p in figures if p.name == "profiles.png"]
     if profiles:
         parts.append("<h2>Performance and data profiles</h2><p>Performance profile (Dolan and Moré, 2002): the share of "
                      "instances a solver solved within a factor τ of the best solver's cost. Data profile (Moré and Wild, 2009): "
-                     "the share solved within a budget of steps or seconds. An instance is a problem from one seed; a run "
+                     f"the share solved within a budget of {_e(' or '.join(costs))}. An instance is a problem from one seed; a run "
                      "that failed or never reached the target counts as never solving it.</p>")
         parts.append(_img(profiles[0]))
     return parts

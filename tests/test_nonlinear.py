@@ -84,7 +84,14 @@ def test_lm_reaches_the_certified_values(name, start):
     params, opt = fit_lm(problem)
     metrics = problem.metrics(params)
     assert opt.converged and metrics["min_lre"] >= 9.0, (metrics, opt.stop_reason)
-    assert metrics["lre_rss"] >= 9.0
+    assert metrics["lre_rss"] >= 9.0 and float(problem.loss(params)) <= problem.target_loss()  # solved, as reports judge
+
+
+def test_solved_means_the_certified_rss_not_just_far_below_the_start():
+    problem = Nist(dataset="Bennett5", start=1)
+    assert problem.target_loss() == pytest.approx(problem.data.certified_rss * (1 + 1e-7), rel=1e-12)
+    lanczos1 = Nist(dataset="Lanczos1")  # certified RSS 1.4e-25: the float64 rounding floor decides
+    assert 1.4e-25 < lanczos1.target_loss() < 1e-24
 
 
 @pytest.mark.parametrize("name, start", [("BoxBOD", 1), ("ENSO", 1), ("Lanczos3", 2), ("MGH09", 2)])

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from runner.adapter import ProblemHooks
+
 METHODS = ("lm", "trf")
 
 
@@ -49,7 +51,7 @@ def scipy_least_squares(problem, method: str, tol: float = 1e-15) -> dict:
         x, status, message = x0, -99, f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - began
     params = as_params(x)
-    metrics = {k: float(v) for k, v in problem.metrics(params).items()} if hasattr(problem, "metrics") else {}
+    metrics = ProblemHooks.of(problem).metrics(params)
     with torch.no_grad():
         loss = float(problem.loss(params))
     return {"method": method, "evals": calls[0], "seconds": seconds, "loss": loss if math.isfinite(loss) else math.nan,

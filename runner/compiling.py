@@ -48,7 +48,7 @@ def decide(mode: str, problem, device, dtype, steps: int | None = None) -> Compi
         return CompilePlan(False, "trainer.compile=false")
     if mode == "true":
         return CompilePlan(True, "trainer.compile=true")
-    if not problem.compile_pays(device, dtype):  # a contract.ProblemHooks
+    if not problem.compile_pays(device, dtype):  # a adapter.ProblemHooks
         return CompilePlan(False, "auto: eager is faster for this problem (compiling costs seconds)")
     kind = torch.device(device).type
     least = MIN_STEPS.get(kind, MIN_STEPS["cuda"])

@@ -20,7 +20,7 @@ PROGRESS_MODES = ("auto", "bar", "lines", "off")
 
 @dataclass
 class Experiment:
-    problem: Any  # contract.ProblemHooks
+    problem: Any  # adapter.ProblemHooks
     job: Any  # runner.job.Job
     trainer: dict  # trainer.* as checked
     device: Any
@@ -40,7 +40,7 @@ class Experiment:
 def build(cfg: DictConfig) -> Experiment:
     import torch
 
-    from runner.contract import ProblemHooks, injected_arguments
+    from runner.adapter import ProblemHooks, injected_arguments
     from runner.devices import auto_for_problem, resolve_device, resolve_dtype
     from runner.job import Job
 

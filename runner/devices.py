@@ -54,7 +54,7 @@ def auto_for_problem(spec: str, device: torch.device, problem, dtype: torch.dtyp
     if spec != "auto" or device.type != "cuda":
         return device, ""
     try:
-        work = problem.work_per_step(dtype)  # a contract.ProblemHooks: None when the plugin does not say
+        work = problem.work_per_step(dtype)  # a adapter.ProblemHooks: None when the plugin does not say
         if work is None:
             return device, ""
         work = int(work) * max(replicas, 1)
@@ -75,7 +75,7 @@ def sync(device) -> None:
 
 def resolve_dtype(spec: str, problem=None) -> torch.dtype:
     """`auto`: the problem's `preferred_dtype` ("float64" for certified-accuracy fits), else float32.
-    `problem`: a contract.ProblemHooks."""
+    `problem`: a adapter.ProblemHooks."""
     if spec == "auto":
         spec = (problem.preferred_dtype if problem is not None else None) or "float32"
     if spec not in DTYPES:

@@ -71,7 +71,7 @@ def plain_log_labels(axis) -> None:
 
 def save_problem_figures(problem, params, folder: Path) -> list[Path]:
     """The problem's optional `figures(params) -> {name: matplotlib Figure}` as NAME.png
-    (`problem`: a contract.ProblemHooks, whose default draws none)."""
+    (`problem`: a adapter.ProblemHooks, whose default draws none)."""
     saved = []
     for name, fig in problem.figures(params).items():
         path = folder / f"{name}.png"

@@ -10,7 +10,7 @@ import torch
 from runner import compiling
 from runner import needs as optim_needs
 from runner import replicas as rep
-from runner.contract import ProblemHooks
+from runner.adapter import ProblemHooks
 from runner.loop import LoopResult, optimise
 
 

@@ -74,21 +74,7 @@ def optimise(
     started_at = reader.chunk_started = time.time()
     start = time.perf_counter()
     try:
-        while reader.done < steps:
-            try:
-                loss = step()
-            except Exception as exc:
-                # A numeric breakdown inside the optimiser (a division by a vanished norm), or any
-                # error once its parameters are no longer finite, is the run diverging; else a bug.
-                if not isinstance(exc, ArithmeticError) and _finite(optimizer):
-                    raise
-                reader.stop, reader.error = "diverged", f"diverged: the optimiser's step {reader.done} raised {type(exc).__name__}: {exc}"
-                break
-            reader.add(loss, step.spent())
-            if scheduler is not None:
-                scheduler.step()
-            if (reader.done % check_every == 0 or reader.done == steps) and reader.read():
-                break
+        _run_steps(step, reader, optimizer, scheduler, steps, check_every)
     finally:
         gc.unfreeze()
         reader.read()  # on an interrupt too: keep what was computed
@@ -96,10 +82,35 @@ def optimise(
     seconds = time.perf_counter() - start
     if train_eval:
         optimizer.eval()  # the point the method returns: the final loss, metrics and solution are its
+    stop, error, finals, final = _final_loss(loss_fn, reader)
+    return LoopResult(reader.done, final, seconds, stop, started_at, error, finals, reader.bands if reader.batched else None,
+                      step.spent())
+
+
+def _run_steps(step: "_Step", reader: "ChunkReader", optimizer, scheduler, steps: int, check_every: int) -> None:
+    while reader.done < steps:
+        try:
+            loss = step()
+        except Exception as exc:
+            # A numeric breakdown inside the optimiser (a division by a vanished norm), or any
+            # error once its parameters are no longer finite, is the run diverging; else a bug.
+            if not isinstance(exc, ArithmeticError) and _finite(optimizer):
+                raise
+            reader.stop, reader.error = "diverged", f"diverged: the optimiser's step {reader.done} raised {type(exc).__name__}: {exc}"
+            return
+        reader.add(loss, step.spent())
+        if scheduler is not None:
+            scheduler.step()
+        if (reader.done % check_every == 0 or reader.done == steps) and reader.read():
+            return
+
+
+def _final_loss(loss_fn, reader: "ChunkReader"):
+    """(stop reason, error, per-replica final losses or None, final loss) at the final parameters."""
     # Evaluated in the steps' grad mode, not under no_grad: a compiled loss guards on the grad
     # mode, and a no_grad call would compile it a second time, outside every timed figure.
     final_t = loss_fn().detach()
-    stop, error, finals, final = reader.stop, reader.error, None, None
+    stop, error, finals = reader.stop, reader.error, None
     if final_t.dim():
         summary = Finals(final_t.tolist())
         finals, final = summary.losses, summary.median
@@ -109,8 +120,7 @@ def optimise(
         final = float(final_t)
     if stop != "diverged" and not math.isfinite(final):
         stop, error = "diverged", f"diverged: the loss became {final} after the last step"
-    return LoopResult(reader.done, final, seconds, stop, started_at, error, finals, reader.bands if reader.batched else None,
-                      step.spent())
+    return stop, error, finals, final
 
 
 class _Step:

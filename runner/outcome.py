@@ -12,7 +12,7 @@ log = logging.getLogger("runner")
 def result(problem, job, loop) -> dict:
     """result.json: one replica's solution and metrics, or for R replicas the median of each
     metric (and its max), each replica's seed, final loss and solution, and the spread.
-    `problem`: a contract.ProblemHooks."""
+    `problem`: a adapter.ProblemHooks."""
     known = problem.truth()
     truth = {"truth": known} if known else {}
     if job.replicas == 1:

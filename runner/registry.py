@@ -54,7 +54,7 @@ class Plugin:
 
     def load(self) -> Any:
         """The plugin's class or factory, imported and checked against the contract."""
-        from runner import contract
+        from runner import adapter
 
         try:
             obj = self.loader() if self.loader is not None else self.entry_point.load()
@@ -63,7 +63,7 @@ class Plugin:
         except Exception as exc:
             raise UserError(f"{self.where} could not be imported: {type(exc).__name__}: {exc}") from exc
         try:
-            contract.check(self.kind, obj)
+            adapter.check(self.kind, obj)
         except ValueError as exc:
             raise UserError(f"{self.where} breaks the plugin contract of runner/contract.py: {exc}.") from None
         return obj

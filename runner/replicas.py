@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from runner.contract import display_name, is_elementwise
+from runner.adapter import display_name, is_elementwise
 
 
 @dataclass
@@ -26,7 +26,7 @@ class ReplicaPlan:
 
 
 def plan(problem, optim_factory, seeds: list[int], device, dtype) -> ReplicaPlan:
-    """`problem`: a contract.ProblemHooks."""
+    """`problem`: a adapter.ProblemHooks."""
     if not is_elementwise(optim_factory):
         name = display_name(optim_factory)
         return ReplicaPlan("sequential", f"{name} couples parameters (not elementwise): replicas run one after another")
@@ -46,7 +46,7 @@ def batched_initial_params(problem, seeds: list[int], device, dtype) -> dict[str
 
 def batched_loss(problem, params: dict[str, torch.Tensor]) -> torch.Tensor:
     """A problem may batch itself (`batched_loss`, as the built-in least-squares problems do);
-    any other is batched by torch.func.vmap over its ordinary `loss` (contract.ProblemHooks)."""
+    any other is batched by torch.func.vmap over its ordinary `loss` (adapter.ProblemHooks)."""
     return problem.batched_loss(params)
 
 

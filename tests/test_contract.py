@@ -1,9 +1,9 @@
-"""runner/contract.py: what it refuses, what it allows, and the defaults the engine gets through
+"""runner/contract.py (checked and adapted by runner/adapter.py): what it refuses, what it allows, and the defaults the engine gets through
 ProblemHooks. (The refusal through the CLI, with a pip-installed package, is tests/test_examples.py.)"""
 import pytest
 import torch
 
-from runner import contract, registry
+from runner import adapter, contract, registry
 
 
 class Good(contract.Problem):
@@ -36,7 +36,7 @@ def test_a_problem_that_breaks_the_contract_is_refused(body, why):
     namespace: dict = {}
     exec(f"class P:\n    {body}\n", namespace)
     with pytest.raises(ValueError, match=why):
-        contract.check("problem", namespace["P"])
+        adapter.check("problem", namespace["P"])
 
 
 class WithHelpers(Good):
@@ -56,16 +56,16 @@ class WithHelpers(Good):
 
 
 def test_helpers_named_like_implemented_hooks_are_allowed_and_a_miss_of_a_missing_hook_is_not():
-    contract.check("problem", WithHelpers)
+    adapter.check("problem", WithHelpers)
     namespace: dict = {}
     exec("class P(WithHelpers):\n    def figure(self, params): ...\n", {"WithHelpers": WithHelpers}, namespace)
     with pytest.raises(ValueError, match="did you mean 'figures'"):
-        contract.check("problem", namespace["P"])
+        adapter.check("problem", namespace["P"])
 
 
 def test_a_good_problem_passes_and_gets_the_defaults():
-    contract.check("problem", Good)
-    hooks = contract.ProblemHooks(Good(), "good")
+    adapter.check("problem", Good)
+    hooks = adapter.ProblemHooks(Good(), "good")
     params = hooks.initial_params(torch.Generator().manual_seed(0), torch.device("cpu"), torch.float64)
     assert params["x"].requires_grad and params["x"].dtype == torch.float64
     assert hooks.metrics(params) == {} and hooks.solution(params) == {} and hooks.figures(params) == {}
@@ -86,18 +86,18 @@ class StaticHooks(Good):
 
 
 def test_hooks_written_as_static_or_class_methods_are_accepted_and_called():
-    contract.check("problem", StaticHooks)  # the engine calls them as problem.truth(): no self to count
-    hooks = contract.ProblemHooks(StaticHooks(), "static")
+    adapter.check("problem", StaticHooks)  # the engine calls them as problem.truth(): no self to count
+    hooks = adapter.ProblemHooks(StaticHooks(), "static")
     assert hooks.truth() == {"x": [0.0, 0.0]} and hooks.optimum_loss() == 0.0
     namespace: dict = {}
     exec("class P(StaticHooks):\n    @staticmethod\n    def truth(extra): ...\n", {"StaticHooks": StaticHooks}, namespace)
     with pytest.raises(ValueError, match=r"truth\(\) does not take 0"):
-        contract.check("problem", namespace["P"])
+        adapter.check("problem", namespace["P"])
 
 
 def test_injected_arguments_go_only_to_those_who_ask():
     def sched(optimizer, total_steps: int, gamma: float = 0.5): ...
     def plain(optimizer, gamma: float = 0.5): ...
-    assert contract.injected_arguments("sched", sched, total_steps=7) == {"total_steps": 7}
-    assert contract.injected_arguments("sched", plain, total_steps=7) == {}
-    assert contract.injected_arguments("problem", sched, total_steps=7) == {}
+    assert adapter.injected_arguments("sched", sched, total_steps=7) == {"total_steps": 7}
+    assert adapter.injected_arguments("sched", plain, total_steps=7) == {}
+    assert adapter.injected_arguments("problem", sched, total_steps=7) == {}

@@ -20,7 +20,7 @@ from plugins.problems.linsys import Linsys
 from plugins.problems.poly import Poly
 from runner import compiling, devices
 from runner.compose import Experiment
-from runner.contract import ProblemHooks
+from runner.adapter import ProblemHooks
 from runner.job import Job
 from runner.job_context import JobContext
 

@@ -133,7 +133,7 @@ def test_lm_refuses_a_problem_without_residuals():
 
     with pytest.raises(ValueError, match="has no residuals"):
         LevenbergMarquardt([torch.zeros(2, requires_grad=True)], problem=Written())
-    from runner.contract import check
+    from runner.adapter import check
 
     for plugin in (Curve, Nist, NistNonlinear, LevenbergMarquardt):  # the new plugins keep the contract
         check("optim" if plugin is LevenbergMarquardt else "problem", plugin)

@@ -80,7 +80,7 @@ def test_a_call_sent_without_waiting_reports_its_failure_with_the_next_call(reco
 def test_a_figure_that_raises_leaves_a_finished_record_and_says_why(recorder, tmp_path, caplog):
     from types import SimpleNamespace
 
-    from runner.contract import ProblemHooks
+    from runner.adapter import ProblemHooks
     from runner.figures import draw_run_figures
     from runner.run_record import StoreLink
 

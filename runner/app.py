@@ -15,20 +15,31 @@ def launch(argv: list[str]) -> None:
     from runner.task import hydra_task
 
     fail_fast_over_http()
+    import logging
+
+    # The job folder's log file (Hydra's) is best-effort like every write there: a full disk is
+    # reported once by the run's own warning, not by a logging traceback per line.
+    logging.raiseExceptions = False
     if not {"-m", "--multirun"} & set(argv):  # a sweep starts it once it knows its launcher (runner.sweep)
         from runner.store.helper import prestart
 
         prestart()  # MLflow's import, in the helper, overlaps Hydra's composition and torch's import
     configs.register(argv)
     _check_source_names(argv)
+    from runner import trust
+
+    trust.install()  # hydra.* nodes that Hydra would instantiate are checked first (runner/trust.py)
     main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)
     sys.argv = [sys.argv[0], *argv]
     signals.install()  # SIGTERM: the same clean-up as Ctrl-C, runs and the sweep's parent closed KILLED
+    if {"-m", "--multirun"} & set(argv):
+        signals.install_for_sweep(sweep.is_open, sweep.stop_workers)  # parallel workers stopped first
     try:
         main()
     except KeyboardInterrupt as exc:
         signals.second_interrupt_exits()
         sweep.finish(interrupted=True)
+        sweep.kill_leftover_workers()
         sys.exit(signals.exit_code(exc))
     finally:
         sweep.finish()  # closes a sweep's parent when Hydra did not (a job or the sweeper raised)

@@ -16,6 +16,8 @@ from runner.errors import UserError
 from runner.signature import coerce_arguments
 
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
+MAX_REPLICAS = 10_000  # trainer.replicas: R sets of parameters, optimiser states and results in memory
+SEED_RANGE = (-(2**63), 2**64 - 1)  # torch.Generator.manual_seed's range
 
 
 @dataclass
@@ -90,6 +92,13 @@ def check_trainer(t: DictConfig) -> dict[str, Any]:
     for key, what in positive.items():
         if t[key] < 1:
             raise UserError(f"trainer.{key}={t[key]} is out of range: it is {what} and must be at least 1.")
+    if t["replicas"] > MAX_REPLICAS:
+        raise UserError(f"trainer.replicas={t['replicas']} is out of range: at most {MAX_REPLICAS} replicas run in one "
+                        "run (each keeps its parameters, optimiser state and result); use a sweep over trainer.seed for more.")
+    last_seed = t["seed"] + t["replicas"] - 1
+    if not (SEED_RANGE[0] <= t["seed"] and last_seed <= SEED_RANGE[1]):
+        raise UserError(f"trainer.seed={t['seed']} is out of range: seeds (seed to seed + replicas - 1) must lie in "
+                        f"[{SEED_RANGE[0]}, {SEED_RANGE[1]}], the range of torch's generator.")
     if t["tol"] is not None and not (t["tol"] >= 0):
         raise UserError(f"trainer.tol={t['tol']} is out of range: it must be >= 0, or null to run every step.")
     from runner.compiling import MODES, normalise
@@ -117,6 +126,9 @@ def _construct(factory, kind: str, name: str, *args, **kwargs):
     """Call a plugin's factory; its ValueError/TypeError is a bad-input message, not a crash."""
     try:
         return factory(*args, **kwargs)
+    except MemoryError as exc:  # a size in the config (n_samples=1e11) that no machine holds
+        raise UserError(f"{kind}={name} with these arguments needs more memory than this machine has "
+                        f"({str(exc)[:200] or 'MemoryError'}); reduce the sizes in its arguments.") from None
     except (ValueError, TypeError) as exc:
         message = str(exc)
         raise UserError(f"{kind}={name} rejected its arguments: {message}" + ("" if message.endswith(".") else ".")) from None

@@ -98,7 +98,10 @@ def draw_run_figures(link, problem, job, history, name: str, out_dir: Path, in_s
             save_loss_curve(history, figures[0], title)
         figures += save_problem_figures(problem, job.final_params[0], out_dir)
     except Exception as exc:
-        (out_dir / "figures_traceback.txt").write_text(traceback.format_exc())
+        try:
+            (out_dir / "figures_traceback.txt").write_text(traceback.format_exc())
+        except OSError:  # the job folder is full: the warning below still says what failed
+            pass
         log.warning("A figure of the run could not be drawn (%s: %s); traceback in %s.", type(exc).__name__, exc, out_dir / "figures_traceback.txt")
         link.call(client.set_tag, link.run_id, "figures_error", f"{type(exc).__name__}: {exc}"[:5000])
         figures += [p for p in out_dir.glob("*.png") if p not in figures]  # those drawn before it failed

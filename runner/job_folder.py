@@ -34,10 +34,22 @@ class JobFolder:
         self.data.update(data)
         self.save()
 
+    error = None  # the first write that failed (a full disk): the record is then in MLflow only
+
     def save(self) -> None:
+        """Best-effort: a job folder that cannot be written (full disk, read-only) must not stop
+        the run or its record in MLflow; the first failure is kept in `error` for the warning."""
         tmp = self.folder / (FILE + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.folder / FILE)  # atomic: a hard kill leaves the old or the new one
+        try:
+            tmp.write_text(json.dumps(self.data, indent=2, default=str))
+            os.replace(tmp, self.folder / FILE)  # atomic: a hard kill leaves the old or the new one
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
     def metric_points(self) -> list[tuple[str, float, int, int]]:
         """(key, value, timestamp_ms, step) of every point in metrics.csv."""

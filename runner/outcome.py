@@ -30,16 +30,18 @@ def result(problem, job, loop) -> dict:
             "replicas": per, "replica_mode": job.plan.mode, **truth}
 
 
-def final_metrics(problem, job, loop, result_json) -> dict[str, float]:
+def final_metrics(problem, job, loop, result_json, with_targets: bool = True) -> dict[str, float]:
     """The run's final metrics: the loop's figures, the problem's metrics, its targets, and for
-    replicas how many diverged and the spread. Whatever part exists when the run ends."""
+    replicas how many diverged and the spread. Whatever part exists when the run ends.
+    `with_targets=False` (an interrupted run): no more computation (a reference solve can take long)."""
     if loop is None:
         return {}
     final = {"final_loss": loop.final_loss, "steps": float(loop.steps), "loop_seconds": loop.seconds,
              "compile_seconds": job.compile.seconds}
     if result_json is not None:
         final.update(result_json["metrics"])
-    final.update(targets(problem))
+    if with_targets:
+        final.update(targets(problem))
     if loop.final_losses is not None:
         final.update(Finals(loop.final_losses).metrics())
     return final

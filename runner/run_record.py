@@ -47,6 +47,32 @@ class StoreLink:
             self.failed = exc
             return False
 
+    def close(self, status: str) -> bool:
+        """The run's status, tried even after an earlier call failed (an artifact store that
+        refused a file, a server that stumbled): a run is never left RUNNING for want of trying."""
+        try:
+            self.client.set_terminated(self.run_id, status)
+            return True
+        except Exception as exc:
+            self.failed = self.failed or exc
+            return False
+
+
+def write_local(path, text: str, folder=None) -> bool:
+    """A file of the job folder, best-effort: a full or read-only disk there must not stop the run
+    or its record in MLflow (the first failure is kept on the JobFolder for the warning)."""
+    try:
+        path.write_text(text)
+        return True
+    except OSError as exc:
+        if folder is not None and folder.error is None:
+            folder.error = exc
+        try:
+            path.unlink()  # no half-written file for sync to upload
+        except OSError:
+            pass
+        return False
+
 
 class RunRecord:
     def __init__(self, client, cfg, experiment, ctx, experiment_id: str, uri: str, name: str):
@@ -54,6 +80,7 @@ class RunRecord:
         self.experiment_id, self.uri, self.name = experiment_id, uri, name
         self.status, self.error = "FINISHED", None
         self.loop = self.result = None
+        self.local_error, self.lost = None, False
         self.history: list[tuple[int, float]] = []
 
     def __enter__(self) -> "RunRecord":
@@ -65,6 +92,10 @@ class RunRecord:
             tags["device_note"] = exp.device_note  # auto chose the CPU on a GPU machine, and why
         self.run_id = self.client.create_run(self.experiment_id, self.name, tags)
         self.params = flatten(exp.resolved)
+        if "tracking.uri" in self.params:  # a password in a server's URI is not for the record
+            from runner.trust import redact_uri
+
+            self.params["tracking.uri"] = redact_uri(self.params["tracking.uri"])
         self.folder = JobFolder(out, run_id=self.run_id, tracking_uri=self.uri, experiment=self.cfg.tracking.experiment,
                                 experiment_id=self.experiment_id, run_name=self.name, tags=tags, params=self.params)
         self.link = StoreLink(self.client, self.run_id)
@@ -79,7 +110,7 @@ class RunRecord:
             items = list(self.params.items())
             for i in range(0, len(items), 100):  # sent without waiting: recorded while the loop runs
                 self.link.call(self.client.log_batch, self.run_id, params=items[i : i + 100], wait=False)
-            (out / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+            write_local(out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True), self.folder)
         except BaseException:
             if not self.__exit__(*sys.exc_info()):
                 raise
@@ -105,7 +136,7 @@ class RunRecord:
         for key, points in (loop.bands or {}).items():
             self.stream.put(key, points)
         self.result = outcome.result(self.experiment.problem, self.experiment.job, loop)
-        (self.ctx.output_dir / "result.json").write_text(json.dumps(self.result, indent=2, allow_nan=True))
+        write_local(self.ctx.output_dir / "result.json", json.dumps(self.result, indent=2, allow_nan=True), self.folder)
 
     def _put_costs(self, points, times, costs) -> None:
         """The evaluations spent by the end of each logged point's step, as histories on the same
@@ -124,11 +155,12 @@ class RunRecord:
                 self._failed_by(exc)
         finally:
             self._sigterm.__exit__(None, None, None)
-            self._close()
+            with signals.sigterm_ignored(self.status == "KILLED"):
+                self._close()
         if isinstance(exc, Exception):
             raise RunFailed(self.error) from exc
-        if exc is None and self.status == "FAILED":
-            raise RunFailed(self.error)
+        if exc is None and (self.status == "FAILED" or self.lost):
+            raise RunFailed(self.error or "the record could be kept neither in the job folder nor in the tracking store")
         return False  # an interrupt goes on: the entry point exits 130 or 143
 
     def _failed_by(self, exc: BaseException) -> None:
@@ -137,9 +169,12 @@ class RunRecord:
             signals.second_interrupt_exits()
             self.status, self.error = "KILLED", signals.describe(exc)
             return
+        if not isinstance(exc, Exception):  # SystemExit from a worker's own handler (Ray), GeneratorExit: not a success
+            self.status, self.error = "KILLED", f"interrupted ({type(exc).__name__})"
+            return
         self.status, self.error = "FAILED", f"{type(exc).__name__}: {exc}"
         where = self.ctx.output_dir / "traceback.txt"
-        where.write_text("".join(traceback.format_exception(exc)))
+        write_local(where, "".join(traceback.format_exception(exc)), self.folder)
         print(f"Error: the run failed with {self.error}\n(full traceback in {where})", file=sys.stderr)
 
     def _close(self) -> None:
@@ -153,7 +188,7 @@ class RunRecord:
                 raise
             self.status, self.error = "FAILED", f"closing the run failed: {type(exc).__name__}: {exc}"
             self.link.call(self.client.log_batch, self.run_id, tags=[("error", self.error[:5000])], wait=False)
-            self.link.call(self.client.set_terminated, self.run_id, self.status)
+            self.link.close(self.status)
             try:
                 self.folder.update(status=self.status, error=self.error, synced=self.link.failed is None)
             except Exception:
@@ -167,8 +202,11 @@ class RunRecord:
         if self.stream.error is not None:
             self.link.failed = self.stream.error  # the store is gone: do not wait on it again
         exp, loop = self.experiment, self.loop
-        final = outcome.final_metrics(exp.problem, exp.job, loop, self.result)
+        final = outcome.final_metrics(exp.problem, exp.job, loop, self.result, with_targets=self.status != "KILLED")
         end_tags = [("error", self.error[:5000])] if self.error else []
+        self.local_error = self.folder.error or self.stream.local_error
+        if self.local_error is not None:  # a full disk under the job folder: the store has the record
+            end_tags.append(("local_record_error", f"{type(self.local_error).__name__}: {self.local_error}"[:5000]))
         if loop is not None:  # the origin of the loss points' timestamps: reports plot loss against seconds
             end_tags += [("loop_started_at", f"{loop.started_at:.6f}"), ("compiled", exp.job.compile.reason)]
         # Sent without waiting: the helper records them while this process draws the figures.
@@ -180,9 +218,10 @@ class RunRecord:
             interrupt = exc
             self._interrupted_while_closing(exc)
         self.folder.update(status=self.status, error=self.error, final_metrics=final, artifacts=[p.name for p in artifacts])
-        self.link.call(self.client.set_terminated, self.run_id, self.status)
+        self.link.close(self.status)  # its answer comes after every one sent before; tried even after a failure
         self._terminated = True
         self.folder.update(synced=self.link.failed is None)
+        self.lost = self.local_error is not None and self.link.failed is not None  # neither side holds every point
         self._tell_user()
         if interrupt is not None:
             raise interrupt
@@ -215,10 +254,17 @@ class RunRecord:
                           run_id=self.run_id, uri=self.uri, experiment_id=self.experiment_id, error=error))
         elif error:
             print(f"{self.name}: {status} ({error}); MLflow run {self.run_id}", file=sys.stderr)
+        out = self.ctx.output_dir
+        if self.local_error is not None:
+            print(f"Warning: the job folder {out} could not be written ({type(self.local_error).__name__}: {self.local_error}); "
+                  + ("the record is in the tracking store only." if self.link.failed is None else
+                     "the tracking store failed too: points after that were lost."), file=sys.stderr)
         if self.link.failed is not None:
-            out = self.ctx.output_dir
+            from runner.trust import redact_uri
+
             print(f"Warning: the tracking store {self.uri} stopped answering during the run ({str(self.link.failed).splitlines()[0][:200]}). "
-                  f"The full record is kept in {out}; upload it with: python -m runner sync {out}", file=sys.stderr)
+                  f"The full record is kept in {out}; upload it with: python -m runner sync --tracking-uri {redact_uri(self.uri)} {out}",
+                  file=sys.stderr)
 
     @property
     def final_loss(self) -> float:

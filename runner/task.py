@@ -27,6 +27,12 @@ def hydra_task(cfg: DictConfig) -> float:
     returns NaN, so the other jobs still run (and an Optuna trial is marked failed); a single run
     exits non-zero instead."""
     ctx = JobContext.from_hydra()
+    if ctx.sweep is not None:
+        from runner import sweep
+
+        if sweep.interrupted(ctx.sweep):  # a job queued behind an interrupt: not started
+            print(f"[job {ctx.job_num}] not started: the sweep was interrupted.", file=sys.stderr)
+            return math.nan
     try:
         return run(cfg, ctx)
     except UserError as exc:
@@ -46,8 +52,10 @@ def hydra_task(cfg: DictConfig) -> float:
     except Exception as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        from runner.run_record import write_local
+
         where = ctx.output_dir / "traceback.txt"
-        where.write_text(traceback.format_exc())
+        where = where if write_local(where, traceback.format_exc()) else "nowhere: the job folder cannot be written"
         message = f"{type(exc).__name__}: {exc}"
         print(f"Error: the run failed with {message}\n(full traceback in {where})", file=sys.stderr)
         if not ctx.multirun:
@@ -61,6 +69,9 @@ def run(cfg: DictConfig, ctx: JobContext) -> float:
     from runner.run_record import RunRecord
     from runner.store.uri import check_reachable
 
+    from runner.trust import check_no_environment
+
+    check_no_environment(cfg)  # before anything is resolved into a record (runner/trust.py)
     _start_helper(cfg, ctx)  # MLflow imports in the helper while this process imports torch
     experiment = compose.build(cfg)
     uri = store_uri(cfg, ctx)

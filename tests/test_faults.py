@@ -139,6 +139,7 @@ def test_signal_stops_a_sweep_and_closes_its_parent(workdir):
 def test_hard_kill_keeps_the_logged_history_and_reap_closes_the_run(workdir):
     proc = start(workdir, *LONG)
     (running,) = wait_for_points(workdir, points=20, proc=proc)
+    os.kill(helper_of(proc.pid), signal.SIGKILL)  # power loss: the job and its MLflow helper at once
     proc.kill()
     proc.wait(timeout=30)
     (run,) = all_runs(workdir)
@@ -202,9 +203,11 @@ def test_server_goes_away_mid_run_then_sync_uploads_once(workdir):
         assert len(lines) == 1001  # steps 0, 100, ..., 99900 and the final loss: the full history
 
         server = mlflow_server(workdir, port)  # back, on the same store
-        first = run_cli(workdir, "sync")
+        named = run_cli(workdir, "sync")  # the record names a store the user did not: shown, not trusted
+        assert named.returncode == 1 and uri in named.stderr and "--tracking-uri" in named.stderr, named.stdout + named.stderr
+        first = run_cli(workdir, "sync", "--tracking-uri", uri)
         assert first.returncode == 0 and "1 record(s) synced" in first.stdout, first.stdout + first.stderr
-        second = run_cli(workdir, "sync")
+        second = run_cli(workdir, "sync", "--tracking-uri", uri)
         assert "Nothing to sync" in second.stdout
         client = MlflowClient(tracking_uri=uri)
         (run,) = client.search_runs([client.get_experiment_by_name("runner").experiment_id])

@@ -20,7 +20,16 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-EXACT_REFINEMENT_LIMIT = 200_000  # entries of X: above this, refine in float64 instead
+# The exact refinement's work grows with the entries of X and of M and with the bits of each
+# (x^p carries about p times 53 bits): cost = (n k + k^2) * max(1, degree). Measured here: 25,000
+# units take about 2 s (linsys 100 x 100, poly degree 20 on 42 samples); 200,000 take 20 s and
+# poly degree 80 half a minute. Above the limit the reference is refined in float64 instead
+# (metric `ref_exact` = 0), where the exact digits would cost more than the run.
+EXACT_REFINEMENT_LIMIT = 30_000
+
+
+def exact_refinement_pays(n: int, k: int, degree: int = 1) -> bool:
+    return (n * k + k * k) * max(1, degree) <= EXACT_REFINEMENT_LIMIT
 GRAM_MIN_ROWS = 1024  # below this a single run's residual form takes fewer kernel launches
 GRAM_BLOCK = 1 << 25  # entries of Phi per block when the sufficient statistics are made (256 MB in float64)
 
@@ -31,6 +40,7 @@ class Reference:
     B: np.ndarray  # reported coefficients, refined
     rank: int
     full_rank: bool
+    exact: bool = False  # refined with exact rational residuals (else float64, or LSQR alone)
 
 
 class LinearLeastSquares:
@@ -119,7 +129,8 @@ class LinearLeastSquares:
         diff = c - ref.c
         if not ref.full_rank:  # the solutions form an affine set: distance to it
             diff = np.linalg.lstsq(self.dense_Phi(), self.dense_Phi() @ diff, rcond=None)[0]
-        return {"ref_distance": float(np.max(np.abs(self.M @ diff))) if diff.size else 0.0, "rank": float(ref.rank)}
+        return {"ref_distance": float(np.max(np.abs(self.M @ diff))) if diff.size else 0.0, "rank": float(ref.rank),
+                "ref_exact": float(ref.exact)}
 
     # How solved a run is (reports): within SOLVED_RTOL of the way from c = 0 down to the optimum.
     SOLVED_RTOL = 1e-7  # Moré and Wild's most demanding level, tau = 1e-7, with the zero start as x0
@@ -169,14 +180,18 @@ class LinearLeastSquares:
         Phi = np.asarray(self.dense_Phi(), np.float64)
         c, _, rank, _ = np.linalg.lstsq(Phi, self.t, rcond=None)
         full_rank = bool(rank == Phi.shape[1])
-        small = not hasattr(self.X, "toarray") and self.X.shape[0] * self.X.shape[1] <= EXACT_REFINEMENT_LIMIT
-        if self.M_exact is not None and small:
+        degree = max(self.X.powers) if isinstance(self.X, PolynomialDesign) and self.X.powers else 1
+        exact = (self.M_exact is not None and not hasattr(self.X, "toarray")
+                 and exact_refinement_pays(self.X.shape[0], self.X.shape[1], degree))
+        if exact:
             c, B = self._refine_exactly(Phi, c, full_rank)
         else:  # one refinement step with a float64 residual
             B = self.M @ c + self.o
-            dc = np.linalg.lstsq(Phi, (self.y - self.X @ B) / self.y_scale, rcond=None)[0]
-            c, B = c + dc, B + self.M @ dc
-        return Reference(c=c, B=np.asarray(B, np.float64), rank=int(rank), full_rank=full_rank)
+            with np.errstate(all="ignore"):  # x^p overflows float64 for a high degree: no refinement then
+                dc = np.linalg.lstsq(Phi, (self.y - self.X @ B) / self.y_scale, rcond=None)[0]
+            if np.all(np.isfinite(dc)):
+                c, B = c + dc, B + self.M @ dc
+        return Reference(c=c, B=np.asarray(B, np.float64), rank=int(rank), full_rank=full_rank, exact=exact)
 
     def _solve_iteratively(self) -> Reference:
         """Sparse or very large: LSQR (scipy), which needs only products with Phi."""
@@ -334,6 +349,29 @@ def basis_to_monomial_exact(basis: str, lo: float, hi: float, degree: int) -> li
     return [[(polys[k][i] if i < len(polys[k]) else Fraction(0)) for k in range(degree + 1)] for i in range(degree + 1)]
 
 
+def basis_to_monomial_float(basis: str, lo: float, hi: float, degree: int) -> np.ndarray:
+    """basis_to_monomial_exact in float64 (numpy's convolutions: a degree-300 map in milliseconds
+    where the exact one takes minutes), for fits whose reference is not refined exactly."""
+    from numpy.polynomial import polynomial as P
+
+    if basis not in BASES:
+        raise ValueError(f"unknown basis {basis!r}; allowed: {', '.join(BASES)}")
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    t = np.array([-mid / half, 1 / half])
+    polys = [np.array([1.0]), t]
+    for k in range(2, degree + 1):
+        if basis == "monomial":
+            polys.append(P.polymul(polys[-1], t))
+        elif basis == "chebyshev":
+            polys.append(P.polysub(P.polymul(2 * t, polys[-1]), polys[-2]))
+        else:
+            polys.append(P.polysub(P.polymul(t, polys[-1]) * ((2 * k - 1) / k), polys[-2] * ((k - 1) / k)))
+    M = np.zeros((degree + 1, degree + 1))
+    for k, p in enumerate(polys[: degree + 1]):
+        M[: len(p), k] = p
+    return M
+
+
 def polynomial_setup(x: np.ndarray, y: np.ndarray, degree: int, basis: str, scale: bool, intercept: bool = True):
     """(Phi, t, y_mean, y_scale, M, o, X, M_exact, o_exact) for y ~ sum_k B_k x^k.
 
@@ -349,14 +387,20 @@ def polynomial_setup(x: np.ndarray, y: np.ndarray, degree: int, basis: str, scal
     y_mean = float(y.mean()) if scale and intercept else 0.0
     y_scale = (float(np.sqrt(np.mean((y - y_mean) ** 2))) or 1.0) if scale else 1.0
     t_x = (x - (lo + hi) / 2) / ((hi - lo) / 2)
-    full = basis_to_monomial_exact(basis if intercept else "monomial", lo, hi, degree)  # (degree+1)^2
     # Columns used: all basis polynomials, or for no intercept the pure powers t^k, k >= 1.
     Phi = np.stack([BASES[basis].basis(k)(t_x) if intercept else t_x**k for k in powers], 1)
-    M_exact = [[full[i][k] * Fraction(y_scale) for k in powers] for i in powers]
-    o_exact = [Fraction(y_mean) if i == 0 else Fraction(0) for i in powers]
-    M = np.array([[float(v) for v in row] for row in M_exact])
-    o = np.array([float(v) for v in o_exact])
-    X = PolynomialDesign(np.stack([x**k for k in powers], 1), x, powers)
+    kind = basis if intercept else "monomial"
+    if exact_refinement_pays(len(x), len(powers), degree):  # the exact map is only worth its cost there
+        full = basis_to_monomial_exact(kind, lo, hi, degree)  # (degree+1)^2 Fractions
+        M_exact = [[full[i][k] * Fraction(y_scale) for k in powers] for i in powers]
+        o_exact = [Fraction(y_mean) if i == 0 else Fraction(0) for i in powers]
+        M = np.array([[float(v) for v in row] for row in M_exact])
+    else:
+        M_exact = o_exact = None
+        M = basis_to_monomial_float(kind, lo, hi, degree)[np.ix_(powers, powers)] * y_scale
+    o = np.array([y_mean if i == 0 else 0.0 for i in powers])
+    with np.errstate(over="ignore"):  # x^p may overflow for a high degree: the float64 refinement is then skipped
+        X = PolynomialDesign(np.stack([x**k for k in powers], 1), x, powers)
     return Phi, (y - y_mean) / y_scale, y_scale, M, o, X, M_exact, o_exact
 
 

@@ -14,7 +14,13 @@ import numpy as np
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[^\W\d]\w*)|(?P<op>\*\*|[-+*/^()=]))"
 )
+_BLANK = re.compile(r"\s*\Z")
+_SPACE = re.compile(r"\s*")
 _MAX_DEPTH = 100
+# Text systems are small by nature; a dense A of MAX_EQUATIONS x MAX_UNKNOWNS is 160 MB.
+MAX_EQUATIONS = 10_000
+MAX_UNKNOWNS = 2_000
+MAX_EQUATION_CHARS = 100_000
 _HELP = "Write each equation as sums of numbers times unknowns, e.g. '2*A - B/3 = 4' or '0.5 x1 + x2 = 1'."
 
 
@@ -57,11 +63,22 @@ class LinearSystem:
 def parse_system(equations: list[str]) -> LinearSystem:
     if not equations:
         raise EquationError("No equations given: problem.equations needs at least one. " + _HELP)
+    if len(equations) > MAX_EQUATIONS:
+        raise EquationError(f"{len(equations)} equations given; at most {MAX_EQUATIONS} are supported as text "
+                            "(a larger system belongs in files: problem=linsys, sparse as .mtx or .npz).")
     rows = [parse_equation(e) for e in equations]
-    names: list[str] = []
+    index: dict[str, int] = {}  # first appearance order; a dict, not a list scan per name
     for row in rows:
-        names.extend(n for n in row.coef if n not in names)
-    A = np.array([[row.coef.get(n, 0.0) for n in names] for row in rows], dtype=np.float64)
+        for n in row.coef:
+            index.setdefault(n, len(index))
+    if len(index) > MAX_UNKNOWNS:
+        raise EquationError(f"The equations name {len(index)} unknowns; at most {MAX_UNKNOWNS} are supported as text "
+                            "(a larger system belongs in files: problem=linsys, sparse as .mtx or .npz).")
+    names = list(index)
+    A = np.zeros((len(rows), len(names)))
+    for i, row in enumerate(rows):
+        for n, c in row.coef.items():
+            A[i, index[n]] = c
     b = np.array([-row.const for row in rows], dtype=np.float64)
     return LinearSystem(names, A, b.reshape(len(rows)), list(equations))
 
@@ -70,6 +87,8 @@ def parse_equation(text: str) -> Linear:
     """`left = right` as one linear form `left - right` (== 0)."""
     if not isinstance(text, str):
         raise EquationError(f"Equation {text!r} is not text. " + _HELP)
+    if len(text) > MAX_EQUATION_CHARS:
+        raise EquationError(f"Equation '{text[:60]}...' is {len(text)} characters long; at most {MAX_EQUATION_CHARS} are supported.")
     parser = _Parser(text)
     left = parser.expression()
     parser.expect("=")
@@ -89,14 +108,14 @@ class _Parser:
         self.tokens: list[tuple[str, str, int]] = []
         pos = 0
         while pos < len(text):
-            if text[pos:].strip() == "":
+            if _BLANK.match(text, pos):  # only whitespace left (without copying the rest: linear time)
                 break
             m = _TOKEN.match(text, pos)
             if not m:
-                bad = text[pos:].lstrip()[:1]
+                at = _SPACE.match(text, pos).end()
                 raise EquationError(
-                    f"Equation '{text}' is malformed: unexpected character {bad!r} at position "
-                    f"{len(text) - len(text[pos:].lstrip()) + 1}. " + _HELP
+                    f"Equation '{text}' is malformed: unexpected character {text[at]!r} at position "
+                    f"{at + 1}. " + _HELP
                 )
             kind = m.lastgroup or "op"
             self.tokens.append((kind, m.group(kind), m.start(kind)))
@@ -136,9 +155,14 @@ class _Parser:
     # -- grammar
     def expression(self) -> Linear:
         value = self.term()
+        coef = dict(value.coef)  # accumulated in place: a sum of n terms costs O(n), not O(n^2)
+        const = value.const
         while op := self.accept("+", "-"):
-            value = value.plus(self.term(), 1.0 if op == "+" else -1.0)
-        return value
+            term, sign = self.term(), 1.0 if op == "+" else -1.0
+            for n, c in term.coef.items():
+                coef[n] = coef.get(n, 0.0) + sign * c
+            const += sign * term.const
+        return Linear(coef, const)
 
     def term(self) -> Linear:
         value = self.unary()

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
 import torch
 
 from plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
+from runner.datafiles import read_data_text
 
 TUTORIAL_COEFFICIENTS = [1.0, 2.0, 3.0]  # x^2 + 2x + 3
+MAX_DEGREE = 1000  # the design alone costs O(n degree^2); monomial coefficients of such a fit mean little
 _fit_figure = None  # (figure, axes, lines): see Poly.figures
 
 
@@ -52,8 +53,8 @@ class Poly(LinearLeastSquares):
             x = g.normal(0.0, x_std, n_samples)
             y = np.polyval(truth, x) + (g.normal(0.0, noise, n_samples) if noise else 0.0)
         self.degree = degree if degree is not None else (len(truth) - 1 if truth else 2)
-        if self.degree < 0:
-            raise ValueError(f"problem.degree must be >= 0; got {self.degree}.")
+        if not 0 <= self.degree <= MAX_DEGREE:
+            raise ValueError(f"problem.degree must be from 0 to {MAX_DEGREE}; got {self.degree}.")
         if len(x) < self.degree + 1:
             raise ValueError(
                 f"A degree-{self.degree} fit needs at least {self.degree + 1} samples; the data have {len(x)}."
@@ -170,13 +171,15 @@ class Poly(LinearLeastSquares):
         return self.reported(params)[::-1].copy()
 
 
+CSV_LIMIT = 512 << 20  # parsed in Python (about 10 s a 100 MB here): larger data belong in memory, not in a CSV
+
+
 def read_xy_csv(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Columns x and y from a CSV file with a header; every value must be a finite number."""
-    p = Path(path).expanduser()
     allowed = "a CSV file with a header row naming columns 'x' and 'y', one finite number per cell"
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # a FIFO, a device, a directory or a file over the limit is refused before a byte is read
+        text = read_data_text(path, "problem.data", allowed, limit=CSV_LIMIT, encoding="utf-8-sig")
+    except OSError as exc:
         raise ValueError(f"problem.data={path!r} cannot be read ({exc.__class__.__name__}: {exc}); expected {allowed}.") from None
     rows = list(csv.reader(line for line in text.splitlines() if line.strip()))
     if not rows:

@@ -6,12 +6,17 @@ certified estimates and their standard deviations, and the residual standard dev
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from runner.datafiles import DataFileError, read_data_bytes
+
+FILE_LIMIT = 64 << 20  # NIST's files are a few KB
+MAX_TERMS = 100  # coefficients (and powers) of a model; NIST's datasets have up to 11
 _RANGE = r"\(lines\s+(\d+)\s+to\s+(\d+)\)"
 _TERM = re.compile(r"B(\d+)\s*(?:\*\s*\(?\s*(x\d*)\s*(?:\*\*\s*(\d+))?\s*\)?)?")
 
@@ -69,8 +74,10 @@ class StrdError(ValueError):
 def read_strd(path: str | Path) -> StrdDataset:
     path = Path(path)
     where = f"NIST StRD file {str(path)!r}"
-    try:
-        text = path.read_text(encoding="latin-1")
+    try:  # a FIFO, a device, a directory or an oversized file is refused before a byte is read
+        text = read_data_bytes(path, "problem.path", "a NIST StRD linear regression file (.dat)", FILE_LIMIT).decode("latin-1")
+    except DataFileError as exc:
+        raise StrdError(str(exc)) from None
     except OSError as exc:
         raise StrdError(f"{where} cannot be read: {exc}") from None
     lines = text.replace("\r", "").split("\n")
@@ -95,32 +102,62 @@ def read_strd(path: str | Path) -> StrdDataset:
     if not terms:
         raise StrdError(f"{where}: the model line {model.group(0).strip()!r} names no coefficient B0, B1, ...")
     if "..." in model.group(1):
+        declared = max(int(t[0][1:]) for t in terms) - min(int(t[0][1:]) for t in terms) + 1
+        if declared > MAX_TERMS:  # checked before the ellipsis is filled: 'B0 + ... + B99999999'
+            raise StrdError(f"{where}: the model line {model.group(0).strip()[:120]!r} spans {declared} coefficients; "
+                            f"at most {MAX_TERMS} are supported (NIST's datasets have up to 11).")
         terms = _fill_ellipsis(terms)
+    if len(terms) > MAX_TERMS:
+        raise StrdError(f"{where}: the model has {len(terms)} coefficients; at most {MAX_TERMS} are supported.")
+    too_high = [f"{b}*x**{p}" for b, _, p in terms if p > MAX_TERMS]
+    if too_high:
+        raise StrdError(f"{where}: the model raises x to the power {too_high[0].split('**')[1]} ({too_high[0]}); "
+                        f"at most {MAX_TERMS} is supported.")
 
     certified, certified_text, certified_sd, residual_sd = {}, {}, {}, None
     a, b = int(cert_range.group(1)), int(cert_range.group(2))
-    for line in lines[a - 1 : b]:
+    for lineno, line in enumerate(lines[a - 1 : b], start=a):
         m = re.match(r"\s*(B\d+)\s+(\S+)\s+(\S+)\s*$", line)
         if m:
             certified_text[m.group(1)] = m.group(2)
-            certified[m.group(1)] = float(m.group(2))
-            certified_sd[m.group(1)] = float(m.group(3))
+            certified[m.group(1)] = _number(m.group(2), where, lineno, f"the certified value of {m.group(1)}")
+            certified_sd[m.group(1)] = _number(m.group(3), where, lineno, f"the standard deviation of {m.group(1)}")
         m = re.match(r"\s*Standard Deviation\s+(\S+)", line)
         if m:
-            residual_sd = float(m.group(1))
+            residual_sd = _number(m.group(1), where, lineno, "the residual standard deviation")
     missing = [t for t, _, _ in terms if t not in certified]
     if missing:
         raise StrdError(f"{where}: no certified value for {', '.join(missing)} in lines {a} to {b}.")
 
     a, b = int(data_range.group(1)), int(data_range.group(2))
-    rows = [line.split() for line in lines[a - 1 : b] if line.strip()]
+    numbered = [(lineno, line.split()) for lineno, line in enumerate(lines[a - 1 : b], start=a) if line.strip()]
+    rows = [r for _, r in numbered]
     try:
         data = np.array(rows, dtype=np.float64)
     except ValueError:
         raise StrdError(f"{where}: lines {a} to {b} should hold the data, numbers in columns; they do not.") from None
+    if data.size and not np.all(np.isfinite(data)):
+        bad = int(np.argmax(~np.all(np.isfinite(data.reshape(len(rows), -1)), axis=1)))
+        raise StrdError(f"{where}, line {numbered[bad][0]}: {' '.join(rows[bad])[:120]!r} holds a value that is not a finite "
+                        "number (nan or inf); every data value must be finite.")
     if data.ndim != 2 or data.shape[1] < 2:
         raise StrdError(f"{where}: lines {a} to {b} should hold columns y x1 ...; found shape {data.shape}.")
     n_predictors = max([c for _, c, _ in terms] + [0]) + 1
     if data.shape[1] != 1 + n_predictors:
         raise StrdError(f"{where}: the model uses {n_predictors} predictor(s) but the data have {data.shape[1] - 1}.")
-    return StrdDataset(name, data[:, 0], data[:, 1:], terms, certified, certified_text, certified_sd, residual_sd or float("nan"))
+    dataset = StrdDataset(name, data[:, 0], data[:, 1:], terms, certified, certified_text, certified_sd, residual_sd or float("nan"))
+    with np.errstate(over="ignore"):
+        design = dataset.design()
+    if not np.all(np.isfinite(design)):
+        raise StrdError(f"{where}: the model's terms overflow float64 on these data (a power too high for the x values).")
+    return dataset
+
+
+def _number(text: str, where: str, lineno: int, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise StrdError(f"{where}, line {lineno}: {what} {text!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise StrdError(f"{where}, line {lineno}: {what} is {text!r}; it must be a finite number.")
+    return value

@@ -118,6 +118,11 @@ class HelperClient:
     def set_terminated(self, run_id: str, status: str) -> None:
         self._call("set_terminated", run_id, status)
 
+    def watch(self, run_id: str) -> None:
+        """Close this run KILLED if this process ends without closing it (a sweep's parent, made
+        by the launcher in process): the helper outlives a second Ctrl-C's exit."""
+        self._call("watch", run_id, wait=False)
+
     def finished_run(self, experiment_id: str, config_hash: str) -> Optional[tuple[str, dict[str, float]]]:
         """The newest FINISHED run with this config hash: (run id, its metrics), or None."""
         return self._call("finished_run", experiment_id, config_hash)
@@ -180,7 +185,33 @@ def _commands(uri: str) -> dict:
     from runner.store.local import LocalClient
 
     client = LocalClient(uri)  # MLflow's own client is made on the first request
-    return {name: getattr(client, name) for name in SERVED} | {"ping": lambda: None}
+    opened: set[str] = set()  # runs created (or watched) here and not yet closed: see close_abandoned
+
+    def create_run(experiment_id, run_name, tags):
+        run_id = client.create_run(experiment_id, run_name, tags)
+        opened.add(run_id)
+        return run_id
+
+    def set_terminated(run_id, status):
+        client.set_terminated(run_id, status)
+        opened.discard(run_id)
+
+    def close_abandoned():
+        """The job's process ended (a second Ctrl-C's immediate exit, SIGKILL, a crash) with runs
+        it had not closed: close them KILLED, so that no run stays RUNNING because its process
+        could not say goodbye. A run closed meanwhile by someone else is left as it is."""
+        for run_id in list(opened):
+            try:
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_tag(run_id, "error", "the job's process ended without closing its run (killed or interrupted twice)")
+                    client.set_terminated(run_id, "KILLED")
+            except Exception as exc:  # the store is gone too: reap closes it once it is back
+                print(f"runner: could not close run {run_id} left open by its process: {exc}", file=sys.stderr)
+            opened.discard(run_id)
+
+    return ({name: getattr(client, name) for name in SERVED}
+            | {"ping": lambda: None, "create_run": create_run, "set_terminated": set_terminated,
+               "watch": opened.add, "_close_abandoned": close_abandoned})
 
 
 def serve(fd: int) -> None:
@@ -203,6 +234,8 @@ def serve(fd: int) -> None:
         try:
             name, args = conn.recv()
         except (EOFError, OSError):  # the job's process is gone or done: every answer was sent
+            if "_close_abandoned" in commands:
+                commands["_close_abandoned"]()
             sys.stderr.flush()
             os._exit(0)  # no teardown of MLflow's modules: the job may be waiting for this exit
         if name == "bind":  # no answer: see HelperClient.bind

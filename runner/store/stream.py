@@ -31,6 +31,7 @@ class MetricStream:
         self.pending: collections.deque = collections.deque()
         self._closing = threading.Event()
         self.error: Optional[BaseException] = None
+        self.local_error: Optional[OSError] = None  # writing history_file failed (a full disk)
         self.history_file = history_file
         self._next_beat = time.time() + heartbeat  # until then reap goes by the run's start time
         self._backlog: list = []  # rows the store has not taken yet (SQLite busy)
@@ -78,9 +79,13 @@ class MetricStream:
         """Append to the local history, then send everything not yet in the store. A SQLite lock
         that outlasts call_with_retry's wait is contention, not a dead store: the rows wait for
         the next interval (and up to half a minute more at the end) instead of giving the store up."""
-        if self.history_file is not None and rows:
-            with open(self.history_file, "a") as fh:
-                fh.writelines(f"{k},{s},{v!r},{t}\n" for k, v, t, s in rows)
+        if self.history_file is not None and rows and self.local_error is None:
+            try:  # best-effort: a full disk under the job folder must not stop the points reaching the store
+                with open(self.history_file, "a") as fh:
+                    fh.writelines(f"{k},{s},{v!r},{t}\n" for k, v, t, s in rows)
+            except OSError as exc:
+                self.local_error = exc
+                log.warning("The job folder cannot be written (%s); the metric points go to the tracking store only.", exc)
         if self.error is not None:
             return  # the store already failed: keep the local record only
         self._backlog.extend(rows)

@@ -188,9 +188,9 @@ def server(tmp_path_factory):
     """One local `mlflow server` on 127.0.0.1 for the module (it takes about 20 s to start)."""
     folder = tmp_path_factory.mktemp("server")
     port = free_port()
-    proc = mlflow_server(folder, port)
-    yield {"uri": f"http://127.0.0.1:{port}", "folder": folder, "port": port, "proc": proc}
-    stop(proc)
+    info = {"uri": f"http://127.0.0.1:{port}", "folder": folder, "port": port, "proc": mlflow_server(folder, port)}
+    yield info
+    stop(info["proc"])  # the one running now: a test may have stopped and restarted it
 
 
 @pytest.mark.slow

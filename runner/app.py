@@ -10,7 +10,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 def launch(argv: list[str]) -> None:
     import hydra
 
-    from runner import configs, signals, sweep
+    from runner import configs, signals, sweep, sweep_stop
     from runner.store.uri import fail_fast_over_http
     from runner.task import hydra_task
 
@@ -33,13 +33,13 @@ def launch(argv: list[str]) -> None:
     sys.argv = [sys.argv[0], *argv]
     signals.install()  # SIGTERM: the same clean-up as Ctrl-C, runs and the sweep's parent closed KILLED
     if {"-m", "--multirun"} & set(argv):
-        signals.install_for_sweep(sweep.is_open, sweep.stop_workers)  # parallel workers stopped first
+        signals.install_for_sweep(sweep.is_open, sweep_stop.stop_workers)  # parallel workers stopped first
     try:
         main()
     except KeyboardInterrupt as exc:
         signals.second_interrupt_exits()
         sweep.finish(interrupted=True)
-        sweep.kill_leftover_workers()
+        sweep_stop.kill_leftover_workers()
         sys.exit(signals.exit_code(exc))
     finally:
         sweep.finish()  # closes a sweep's parent when Hydra did not (a job or the sweeper raised)

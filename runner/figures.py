@@ -87,7 +87,7 @@ def save_problem_figures(problem, params, folder: Path) -> list[Path]:
 def draw_run_figures(link, problem, job, history, name: str, out_dir: Path, in_sweep: bool) -> list[Path]:
     """loss_curve.png and the problem's own figures. A figure that cannot be drawn is a warning
     (and a `figures_error` tag), not a failed run: the optimisation's record is complete without it.
-    `link`: the run's run_record.StoreLink."""
+    `link`: the run's record_io.StoreLink."""
     client = link.client
     figures = [out_dir / "loss_curve.png"]
     title = f"{name}: loss" + (f" (median of {job.replicas} replicas)" if job.replicas > 1 else "")

@@ -53,7 +53,7 @@ def second_interrupt_exits() -> None:
 
 def install_for_sweep(sweep_open, stop_workers) -> None:
     """For a sweep's launching process: on Ctrl-C or SIGTERM while a sweep is open, first stop its
-    parallel workers (bounded; see sweep.stop_workers), while the launcher library still waits on
+    parallel workers (bounded; see sweep_stop.stop_workers), while the launcher library still waits on
     them, then raise as usual. A second signal meanwhile leaves at once."""
 
     def on_signal(signum, frame):

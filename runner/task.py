@@ -28,9 +28,9 @@ def hydra_task(cfg: DictConfig) -> float:
     exits non-zero instead."""
     ctx = JobContext.from_hydra()
     if ctx.sweep is not None:
-        from runner import sweep
+        from runner import sweep_stop
 
-        if sweep.interrupted(ctx.sweep):  # a job queued behind an interrupt: not started
+        if sweep_stop.interrupted(ctx.sweep):  # a job queued behind an interrupt: not started
             print(f"[job {ctx.job_num}] not started: the sweep was interrupted.", file=sys.stderr)
             return math.nan
     try:
@@ -52,7 +52,7 @@ def hydra_task(cfg: DictConfig) -> float:
     except Exception as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        from runner.run_record import write_local
+        from runner.record_io import write_local
 
         where = ctx.output_dir / "traceback.txt"
         where = where if write_local(where, traceback.format_exc()) else "nowhere: the job folder cannot be written"
@@ -122,7 +122,7 @@ def _open_experiment(client, uri: str, name: str) -> str:
 def _reuse(client, ctx: JobContext, experiment_id: str, done, name: str, experiment) -> float:
     """tracking.skip_finished: report the recorded result instead of running again. In a sweep the
     job still appears under the new parent, as a FINISHED child that points at the original."""
-    from runner.run_record import now_ms
+    from runner.record_io import now_ms
 
     done_id, m = done
     final_loss = m.get("final_loss", math.nan)
@@ -141,7 +141,7 @@ def record_failed_start(cfg: DictConfig, ctx: JobContext, error: str) -> None:
         return
     try:
         from runner import store
-        from runner.run_record import flatten
+        from runner.record_io import flatten
 
         client = store.connect(ctx.sweep.uri)
         names = {k: str(OmegaConf.select(cfg, f"{k}._name_", default="?")) for k in ("problem", "optim")}

@@ -82,7 +82,7 @@ def test_a_figure_that_raises_leaves_a_finished_record_and_says_why(recorder, tm
 
     from runner.adapter import ProblemHooks
     from runner.figures import draw_run_figures
-    from runner.run_record import StoreLink
+    from runner.record_io import StoreLink
 
     class Broken:
         def initial_params(self, generator, device, dtype): ...

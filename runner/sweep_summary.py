@@ -1,0 +1,89 @@
+"""A closing sweep's summary: the leaderboard, curves, best job and report on the parent run, and the console summary."""
+from __future__ import annotations
+
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+
+def _attach_report(client, info: dict, folder: Path) -> None:
+    """The comparison report (runner/report/) of the sweep's children, as the parent's
+    `report/` artifacts: the MLflow UI shows report.html without another command. A report that
+    cannot be made is a warning on the parent, never a failed sweep."""
+    from runner.report import write_report
+
+    try:
+        write_report(client, folder, experiment_id=info["experiment_id"], parent_run_id=info["run_id"],
+                     source=f"sweep {info['name']} ({info['run_id']}) in {info['uri']}")
+        client.log_artifacts(info["run_id"], str(folder), "report")
+    except Exception as exc:
+        client.set_tag(info["run_id"], "report_error", f"{type(exc).__name__}: {exc}"[:5000])
+        print(f"Warning: the sweep's report could not be made ({type(exc).__name__}: {exc}); "
+              f"make it later with: python -m runner report --parent {info['run_id']}", file=sys.stderr)
+
+
+def leaderboard(client, info: dict) -> list[dict]:
+    """The sweep's jobs, best first: the job ranking of runner/report/leaderboard.py."""
+    from runner.report import collect
+    from runner.report.leaderboard import job_ranking
+
+    return job_ranking(collect.search(client, info["experiment_id"], collect.children_of(info["run_id"])))
+
+
+def _record_best(client, run_id: str, rows: list[dict]) -> None:
+    finished = [r for r in rows if r["status"] == "FINISHED" and math.isfinite(r["final_loss"])]
+    metrics = [("jobs", float(len(rows)), 0, 0), ("jobs_failed", float(len(rows) - len(finished)), 0, 0)]
+    tags, params = [], []
+    if finished:
+        best = finished[0]
+        metrics.append(("best_final_loss", best["final_loss"], 0, 0))
+        tags = [("best_run_id", best["run_id"]), ("best_overrides", best["overrides"][:5000])]
+        for override in best["overrides"].split():
+            key, _, value = override.lstrip("+~").partition("=")
+            params.append((f"best.{key}", value[:6000]))
+    client.log_batch(run_id, metrics=metrics, params=params[:100], tags=tags)
+
+
+def _write_leaderboard(rows: list[dict], out: Path) -> None:
+    from runner.report.leaderboard import write_job_ranking
+
+    write_job_ranking(rows, out)
+
+
+def _render_table(rows: list[dict], path: Path) -> None:
+    from runner.report.sweep_figures import job_table
+
+    job_table(rows, path)
+
+
+def _plot_curves(client, rows: list[dict], path: Path) -> None:
+    from runner.report import collect
+    from runner.report.sweep_figures import job_curves
+
+    job_curves(rows, {r["run_id"]: collect.loss_points(client, r["run_id"]) for r in rows}, path)
+
+
+def console_summary(info: dict, rows: list[dict], interrupted: bool, problems: Optional[list[str]] = None) -> str:
+    failed = [r for r in rows if r["status"] != "FINISHED"]
+    head = "Sweep interrupted" if interrupted else "Sweep finished"
+    out = io.StringIO()
+    if problems:
+        from runner.trust import redact_uri
+
+        out.write(f"\n{head}, but the tracking store {info['uri']} did not take everything:\n")
+        out.writelines(f"  - {p}\n" for p in problems)
+        out.write(f"  The jobs' own records are in {info['sweep_dir']}; `python -m runner sync --tracking-uri {redact_uri(info['uri'])} "
+                  f"{info['sweep_dir']}` uploads those that did not reach the store.\n")
+    out.write(f"\n{head}: {len(rows)} jobs, {len(rows) - len(failed)} finished, {len(failed)} failed. Parent run {info['run_id']} ({info['name']})\n")
+    out.write(f"  {'job':>3}  {'status':<9} {'final_loss':>11} {'steps':>6} {'loop s':>7}  overrides\n")
+    for r in rows:
+        steps = "" if r["steps"] is None else r["steps"]
+        out.write(f"  {r['job']:>3}  {r['status']:<9} {r['final_loss']:>11.4g} {steps:>6} {r['loop_seconds']:>7.3f}  {r['overrides']}\n")
+    if failed:
+        out.write("Failed jobs:\n")
+        for r in failed:
+            out.write(f"  #{r['job']} {r['overrides']}: {r['error'] or r['status']}\n")
+    out.write(f"Leaderboard, curves and report ({Path(info['sweep_dir']) / 'report' / 'report.html'}): {info['sweep_dir']} and the parent run's artifacts.")
+    return out.getvalue()

@@ -206,7 +206,7 @@ def test_server_goes_away_mid_run_then_sync_uploads_once(workdir):
         assert len(records) == 1 and json.loads(records[0].read_text())["synced"] is False
         lines = (records[0].parent / "metrics.csv").read_text().splitlines()
         assert sum(line.startswith("loss,") for line in lines) == 1001  # steps 0, 100, ..., 99900 and the final loss
-        assert sum(line.startswith("evals,") for line in lines) == 1000  # each logged step's cost beside it
+        assert sum(line.startswith("evals,") for line in lines) == 1001  # each point's cost beside it
 
         server = mlflow_server(workdir, port)  # back, on the same store
         named = run_cli(workdir, "sync")  # the record names a store the user did not: shown, not trusted

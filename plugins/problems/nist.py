@@ -56,11 +56,12 @@ def Nist(dataset: str = "Pontius", path: Optional[str] = None, start: int = 1,
 
 def _is_nonlinear_file(path: str) -> bool:
     """StRD files say which procedure they certify in their header."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096).decode("latin-1")
-    except OSError as exc:
-        raise ValueError(f"problem.path={path!r} cannot be read: {exc}") from None
+    import os
+
+    from runner.datafiles import open_data_file  # refuses a FIFO or a device before reading a byte
+
+    with os.fdopen(open_data_file(path, "problem.path", "a NIST StRD .dat file"), "rb") as fh:
+        head = fh.read(4096).decode("latin-1")
     return "Nonlinear Least Squares Regression" in head
 
 

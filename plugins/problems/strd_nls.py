@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from plugins.problems.formula import FormulaError, parse
+from runner.datafiles import DataFileError, read_data_bytes
 
 MAX_BYTES = 20_000_000  # StRD files are a few kB; anything this large is not one
 MAX_HEADER_LINES = 200
@@ -44,14 +45,10 @@ class NlsDataset:
 def read_strd_nls(path: str | Path) -> NlsDataset:
     path = Path(path)
     where = f"NIST StRD nonlinear file {str(path)!r}"
-    try:
-        if not path.is_file():
-            raise StrdNlsError(f"{where} cannot be read: it is not a regular file.")
-        if path.stat().st_size > MAX_BYTES:
-            raise StrdNlsError(f"{where} is {path.stat().st_size} bytes; StRD files are a few kB (at most {MAX_BYTES} accepted).")
-        text = path.read_text(encoding="latin-1")
-    except OSError as exc:
-        raise StrdNlsError(f"{where} cannot be read: {exc}") from None
+    try:  # runner/datafiles.py: a FIFO, a device or a directory is refused, never opened for reading
+        text = read_data_bytes(path, "problem.path", "a NIST StRD nonlinear regression file", MAX_BYTES).decode("latin-1")
+    except DataFileError as exc:
+        raise StrdNlsError(str(exc)) from None
     lines = text.replace("\r", "").split("\n")
 
     def fail(lineno: int, message: str) -> StrdNlsError:

@@ -230,14 +230,19 @@ def serve(fd: int) -> None:
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (the default store; it opens on first use)
 
     commands: dict = {}
+
+    def leave() -> None:
+        """The job's process is gone or done: close what it left open, then exit."""
+        if "_close_abandoned" in commands:
+            commands["_close_abandoned"]()
+        sys.stderr.flush()
+        os._exit(0)  # no teardown of MLflow's modules: the job may be waiting for this exit
+
     while True:
         try:
             name, args = conn.recv()
-        except (EOFError, OSError):  # the job's process is gone or done: every answer was sent
-            if "_close_abandoned" in commands:
-                commands["_close_abandoned"]()
-            sys.stderr.flush()
-            os._exit(0)  # no teardown of MLflow's modules: the job may be waiting for this exit
+        except (EOFError, OSError):  # every answer was sent
+            leave()
         if name == "bind":  # no answer: see HelperClient.bind
             commands = _commands(*args)
             continue
@@ -247,8 +252,8 @@ def serve(fd: int) -> None:
             answer = (False, (type(exc).__name__, str(exc)))
         try:
             conn.send(answer)
-        except OSError:
-            return
+        except OSError:  # killed while this request ran (a SIGKILL mid-log_batch): same goodbye
+            leave()
 
 
 if __name__ == "__main__":

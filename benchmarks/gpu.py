@@ -211,7 +211,7 @@ def check_replicas(ctx: Context) -> list[Result]:
 def check_large(ctx: Context) -> list[Result]:
     import torch
 
-    from plugins.problems.poly import Poly
+    from runner_plugins.problems.poly import Poly
     from runner.compiling import MIN_STEPS
 
     device = torch.device(ctx.device, 0) if ctx.device == "cuda" else torch.device("cpu")
@@ -376,7 +376,7 @@ def validate(checks: list[Check]) -> list[str]:
     problems = []
     import importlib
 
-    for module in ("benchmarks.replicas", "benchmarks.linsys", "plugins.problems.poly", "runner.compiling", "runner.loop", "runner.devices"):
+    for module in ("benchmarks.replicas", "benchmarks.linsys", "runner_plugins.problems.poly", "runner.compiling", "runner.loop", "runner.devices"):
         try:
             importlib.import_module(module)
         except Exception as exc:

@@ -15,7 +15,7 @@ from runner.loop import optimise
 
 
 def run(quick: bool = False, only: str | None = None) -> list[Row]:
-    from plugins.problems.poly import Poly
+    from runner_plugins.problems.poly import Poly
 
     n = 1_000_000 if quick else 10_000_000
     rows = []

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import Row, bench_devices, median_time, sync
-from plugins.problems.linsys import Linsys
+from runner_plugins.problems.linsys import Linsys
 from runner.loop import optimise
 
 

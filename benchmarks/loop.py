@@ -23,7 +23,7 @@ STEPS = 10_000
 def bare_loop_seconds(steps: int = STEPS, fused: bool = False) -> float:
     """The loop a user writes by hand: torch.optim.Adam as constructed by default (fused=False
     here), or with its fused kernel (the runner's default, see plugins/optimizers/torch_optim.py)."""
-    from plugins.problems.poly import Poly
+    from runner_plugins.problems.poly import Poly
 
     p = Poly()
     Phi = torch.tensor(p.Phi, dtype=torch.float32)

@@ -13,8 +13,8 @@ STEPS = 1000
 
 
 def loop_seconds(replicas: int, device: torch.device) -> float:
-    from plugins.optimizers.torch_optim import adam
-    from plugins.problems.poly import Poly
+    from runner_plugins.optimizers.torch_optim import adam
+    from runner_plugins.problems.poly import Poly
 
     problem = Poly()
 

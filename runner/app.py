@@ -4,7 +4,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _conf_dir() -> Path:
+    """The configs: the installed package `runner.conf` (conf/ at the repository's top, mapped by
+    pyproject.toml, for a wheel and an editable install alike), else conf/ beside this source tree
+    (the code run from a checkout that is not installed)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("runner.conf")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def launch(argv: list[str]) -> None:

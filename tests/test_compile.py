@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import all_runs, run_cli
 
-from plugins.problems.poly import Poly
+from runner_plugins.problems.poly import Poly
 
 
 def _small_fused(basis: str) -> Poly:

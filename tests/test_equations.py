@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugins.problems.linear_equations import EquationError, parse_equation, parse_system
+from runner_plugins.problems.linear_equations import EquationError, parse_equation, parse_system
 
 
 def test_tutorial_system():

@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugins.problems.formula import MAX_DEPTH, FormulaError, parse
+from runner_plugins.problems.formula import MAX_DEPTH, FormulaError, parse
 
 ENV = {"x": torch.tensor([0.5, 1.0, 2.0, -1.5, 3.0], dtype=torch.float64),
        "b1": torch.tensor(1.7, dtype=torch.float64), "b2": torch.tensor(-0.3, dtype=torch.float64)}

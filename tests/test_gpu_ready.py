@@ -13,11 +13,11 @@ import scipy.sparse as sp
 import torch
 from conftest import REPO, all_runs, run_cli
 
-from plugins.optimizers.lstsq import LstSq
-from plugins.problems import least_squares
-from plugins.problems.least_squares import SparseProduct
-from plugins.problems.linsys import Linsys
-from plugins.problems.poly import Poly
+from runner_plugins.optimizers.lstsq import LstSq
+from runner_plugins.problems import least_squares
+from runner_plugins.problems.least_squares import SparseProduct
+from runner_plugins.problems.linsys import Linsys
+from runner_plugins.problems.poly import Poly
 from runner import compiling, devices
 from runner.compose import Experiment
 from runner.adapter import ProblemHooks

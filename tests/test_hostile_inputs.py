@@ -15,10 +15,10 @@ import scipy.io
 import scipy.sparse as sp
 from conftest import all_runs, run_cli
 
-from plugins.problems.linear_equations import EquationError, parse_system
-from plugins.problems.linsys import Linsys
-from plugins.problems.nist import DATA, Nist
-from plugins.problems.poly import Poly
+from runner_plugins.problems.linear_equations import EquationError, parse_system
+from runner_plugins.problems.linsys import Linsys
+from runner_plugins.problems.nist import DATA, Nist
+from runner_plugins.problems.poly import Poly
 
 
 def special_paths(tmp_path):
@@ -67,7 +67,7 @@ def test_every_reader_refuses_non_regular_files(tmp_path, kind, reader):
 
 
 def test_oversized_text_file_is_refused_before_reading(tmp_path, monkeypatch):
-    import plugins.problems.poly as poly
+    import runner_plugins.problems.poly as poly
 
     monkeypatch.setattr(poly, "CSV_LIMIT", 1000)  # the real limit is 512 MiB; the check is the same
     (tmp_path / "d.csv").write_text("x,y\n" + "1,2\n" * 500)

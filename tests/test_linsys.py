@@ -6,8 +6,8 @@ import scipy.sparse as sp
 import torch
 from conftest import all_runs, run_cli
 
-from plugins.optimizers.lstsq import LstSq
-from plugins.problems.linsys import Linsys
+from runner_plugins.optimizers.lstsq import LstSq
+from runner_plugins.problems.linsys import Linsys
 from runner.loop import optimise
 
 

@@ -72,8 +72,8 @@ def test_lbfgs_closure_and_interrupt_flushes_points():
 def test_fused_optimisers_are_used_where_torch_has_them_and_follow_the_same_path():
     import torch
 
-    from plugins.optimizers.torch_optim import adam, nadam, sgd
-    from plugins.problems.poly import Poly
+    from runner_plugins.optimizers.torch_optim import adam, nadam, sgd
+    from runner_plugins.problems.poly import Poly
 
     c = torch.zeros(3, requires_grad=True)
     assert adam([c]).defaults["fused"] is True and sgd([c]).defaults["fused"] is True
@@ -107,7 +107,7 @@ def test_evaluation_counts_adam_one_per_step():
 
 
 def test_evaluation_counts_lbfgs_are_its_closure_calls():
-    from plugins.optimizers.lbfgs import LBFGS
+    from runner_plugins.optimizers.lbfgs import LBFGS
 
     x = torch.tensor([3.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
     calls = [0]
@@ -132,8 +132,8 @@ def test_evaluation_counts_lbfgs_are_its_closure_calls():
 
 
 def test_evaluation_counts_of_an_optimiser_that_evaluates_the_problem_itself():
-    from plugins.optimizers.lm import LevenbergMarquardt
-    from plugins.problems.nist import Nist
+    from runner_plugins.optimizers.lm import LevenbergMarquardt
+    from runner_plugins.problems.nist import Nist
 
     problem = Nist(dataset="Misra1a", start=2)
     params = {k: v.requires_grad_(True) for k, v in problem.initial_params(torch.Generator(), torch.device("cpu"), torch.float64).items()}

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import all_runs, run_cli
 
-from plugins.optimizers.lbfgs import LBFGS
-from plugins.optimizers.lstsq import LstSq
-from plugins.problems.nist import DATA, DATASETS, Nist, lre
-from plugins.problems.strd import read_strd
+from runner_plugins.optimizers.lbfgs import LBFGS
+from runner_plugins.optimizers.lstsq import LstSq
+from runner_plugins.problems.nist import DATA, DATASETS, Nist, lre
+from runner_plugins.problems.strd import read_strd
 from runner.loop import optimise
 
 README = (DATA / "README.md").read_text()
@@ -75,7 +75,7 @@ def test_lbfgs_with_its_defaults_reaches_its_target(name):
 
 @pytest.mark.parametrize("name", ["Pontius", "Wampler1"])
 def test_adam_with_a_schedule_needs_the_well_conditioned_basis(name):
-    from plugins.schedulers.torch_schedulers import cosine
+    from runner_plugins.schedulers.torch_schedulers import cosine
 
     def run(**basis):
         problem = Nist(dataset=name, **basis)

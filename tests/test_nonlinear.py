@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import all_runs, run_cli
 
-from plugins.optimizers.lm import LevenbergMarquardt
-from plugins.problems.curve import Curve
-from plugins.problems.nist import NLS_DATA, NONLINEAR, Nist, NistNonlinear
-from plugins.problems.strd_nls import read_strd_nls
+from runner_plugins.optimizers.lm import LevenbergMarquardt
+from runner_plugins.problems.curve import Curve
+from runner_plugins.problems.nist import NLS_DATA, NONLINEAR, Nist, NistNonlinear
+from runner_plugins.problems.strd_nls import read_strd_nls
 from runner.anchor import scipy_least_squares
 
 CPU = torch.device("cpu")
@@ -109,7 +109,7 @@ def test_lm_on_the_linear_problems_matches_the_direct_solve():
     problem = Nist(dataset="Wampler1")
     params, opt = fit_lm(problem, steps=50)
     assert problem.metrics(params)["min_lre"] >= 9
-    from plugins.problems.puzzle import Puzzle
+    from runner_plugins.problems.puzzle import Puzzle
 
     puzzle = Puzzle()  # rank 3 for 4 unknowns: the SVD step copes
     params, _ = fit_lm(puzzle, steps=50)

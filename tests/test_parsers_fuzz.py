@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plugins.problems.linsys import read_matrix
-from plugins.problems.poly import read_xy_csv
-from plugins.problems.strd import StrdError, read_strd
+from runner_plugins.problems.linsys import read_matrix
+from runner_plugins.problems.poly import read_xy_csv
+from runner_plugins.problems.strd import StrdError, read_strd
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.problems.poly import Poly
+from runner_plugins.problems.poly import Poly
 
 
 def solve_internal(problem: Poly, dtype=torch.float64):

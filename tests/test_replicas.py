@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import all_runs, run_cli, store
 
-from plugins.optimizers.lbfgs import LBFGS
-from plugins.optimizers.torch_optim import adam, sgd
-from plugins.problems.poly import Poly
+from runner_plugins.optimizers.lbfgs import LBFGS
+from runner_plugins.optimizers.torch_optim import adam, sgd
+from runner_plugins.problems.poly import Poly
 from runner.job import Job
 
 CPU, F64 = torch.device("cpu"), torch.float64

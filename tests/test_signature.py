@@ -58,11 +58,11 @@ def test_missing_required_argument_is_reported():
 
 
 def test_torch_optimizer_signatures_are_config():
-    from plugins.optimizers import torch_optim
+    from runner_plugins.optimizers import torch_optim
 
     d = config_defaults(torch_optim.adam)
     assert d["lr"] == 0.1 and d["betas"] == [0.9, 0.999] and "params" not in d
     assert coerce_arguments(torch_optim.adam, {"lr": 0.01, "betas": [0.8, 0.9]}, "optim") == {"lr": 0.01, "betas": (0.8, 0.9)}
-    from plugins.optimizers.lbfgs import LBFGS
+    from runner_plugins.optimizers.lbfgs import LBFGS
 
     assert config_defaults(LBFGS)["line_search_fn"] == "strong_wolfe" and config_defaults(LBFGS)["tolerance_grad"] == 0.0

@@ -17,8 +17,8 @@ from conftest import all_runs, run_cli
 
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer", reason="the zoo extra: pip install -e '.[zoo]'")
 
-from plugins.optimizers import zoo  # noqa: E402
-from plugins.problems.poly import Poly  # noqa: E402
+from runner_plugins.optimizers import zoo  # noqa: E402
+from runner_plugins.problems.poly import Poly  # noqa: E402
 from runner import needs as optim_needs  # noqa: E402
 from runner import registry  # noqa: E402
 from runner.errors import UserError  # noqa: E402

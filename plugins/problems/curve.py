@@ -17,8 +17,8 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from plugins.problems.formula import FormulaError, parse
-from plugins.problems.formula_fit import FormulaFit, check_start
+from runner_plugins.problems.formula import FormulaError, parse
+from runner_plugins.problems.formula_fit import FormulaFit, check_start
 
 MAX_CSV_BYTES = 500_000_000
 

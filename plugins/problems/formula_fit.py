@@ -15,7 +15,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from plugins.problems.formula import Formula
+from runner_plugins.problems.formula import Formula
 
 _fit_figure = None  # (figure, axes): built once per process, cleared and redrawn per run
 

@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from plugins.problems.least_squares import LinearLeastSquares, exact_refinement_pays
+from runner_plugins.problems.least_squares import LinearLeastSquares, exact_refinement_pays
 from runner.datafiles import DataFileError, check_data_file, read_data_bytes
 
 FORMATS = ".npy, .csv (comma-separated numbers), .mtx (Matrix Market) or .npz (scipy.sparse.save_npz)"

@@ -17,11 +17,11 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from plugins.problems.formula import parse
-from plugins.problems.formula_fit import FormulaFit
-from plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
-from plugins.problems.strd import StrdError, read_strd
-from plugins.problems.strd_nls import StrdNlsError, read_strd_nls
+from runner_plugins.problems.formula import parse
+from runner_plugins.problems.formula_fit import FormulaFit
+from runner_plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
+from runner_plugins.problems.strd import StrdError, read_strd
+from runner_plugins.problems.strd_nls import StrdNlsError, read_strd_nls
 from runner.lre import lre
 
 DATA = Path(__file__).resolve().parent / "nist_data"

@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
+from runner_plugins.problems.least_squares import LinearLeastSquares, polynomial_setup
 from runner.datafiles import read_data_text
 
 TUTORIAL_COEFFICIENTS = [1.0, 2.0, 3.0]  # x^2 + 2x + 3

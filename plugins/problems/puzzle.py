@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugins.problems.least_squares import LinearLeastSquares
-from plugins.problems.linear_equations import EquationError, parse_system
+from runner_plugins.problems.least_squares import LinearLeastSquares
+from runner_plugins.problems.linear_equations import EquationError, parse_system
 
 TUTORIAL_EQUATIONS = ["A + B = 9", "C - D = 1", "A + C = 8", "B - D = 2"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plugins.problems.formula import FormulaError, parse
+from runner_plugins.problems.formula import FormulaError, parse
 from runner.datafiles import DataFileError, read_data_bytes
 
 MAX_BYTES = 20_000_000  # StRD files are a few kB; anything this large is not one

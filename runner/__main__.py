@@ -55,15 +55,32 @@ def print_help() -> None:
     subs = "".join(f"\n  {name:<10} {desc}" for name, (_, desc) in SUBCOMMANDS.items())
     print(
         HELP.format(
-            problems=", ".join(registry.plugins("problem")) or "(none: pip install -e .)",
-            optims=", ".join(registry.plugins("optim")) or "(none: pip install -e .)",
+            problems=_plugins_help("problem") or "(none: pip install -e .)",
+            optims=_plugins_help("optim") or "(none: pip install -e .)",
             sources=_sources_help(),
-            scheds=", ".join(registry.plugins("sched")) or "(none)",
+            scheds=_plugins_help("sched") or "(none)",
             experiments=_presets("experiment"),
             searches=_presets("hparams_search"),
             subcommands=("\nSubcommands:" + subs + "\n") if subs else "",
         )
     )
+
+
+def _plugins_help(kind: str) -> str:
+    """The plugins of one kind, one line per distribution that registers them (package metadata
+    only); a name several distributions register, with the qualified names that choose one."""
+    from runner import registry
+
+    by_dist: dict[str, list[str]] = {}
+    ambiguous = registry.ambiguous(kind)
+    qualified = {q for names in ambiguous.values() for q in names}
+    for name, plugin in registry.plugins(kind).items():
+        if name not in qualified:
+            by_dist.setdefault(plugin.distribution, []).append(name)
+    lines = [f"{', '.join(names)}   [{dist}]" for dist, names in by_dist.items()]
+    lines += [f"{name}: registered by {len(names)} distributions, choose " + " or ".join(f"{kind}={q}" for q in names)
+              for name, names in ambiguous.items()]
+    return "\n  ".join(lines)
 
 
 def _sources_help() -> str:

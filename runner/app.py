@@ -27,10 +27,11 @@ CONF_DIR = _conf_dir()
 def launch(argv: list[str]) -> None:
     import hydra
 
-    from runner import configs, signals, sweep, sweep_stop
+    from runner import configs, preflight, signals, sweep, sweep_stop
     from runner.store.uri import fail_fast_over_http
     from runner.task import hydra_task
 
+    preflight.check(argv)  # a missing extra, an ambiguous plugin name: before any run or folder exists
     fail_fast_over_http()
     import logging
 

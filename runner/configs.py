@@ -68,6 +68,8 @@ def register(argv: Optional[list[str]] = None) -> None:
                 node = {"_name_": name, "_broken_": str(exc)}
             cs.store(group=kind, name=name, node=node)
             nodes[name] = node
+        for name in registry.ambiguous(kind):  # `optim=adam` of two distributions: refused by name at composition
+            cs.store(group=kind, name=name, node={"_name_": name, "_broken_": registry.ambiguity_message(kind, name)})
         if kind in registry.SOURCE_GROUPS and len(found) > len(registry.plugins(kind)):
             for plain, name in registry.aliases(kind).items():  # optim=lion: optim=zoo.lion's node, named as such
                 cs.store(group=kind, name=plain, node=nodes[name])

@@ -17,10 +17,17 @@ point names an object with
 Its plugins are `optim=SOURCE.NAME` (SOURCE: the entry point's name), and plain `optim=NAME`
 where no entry-point plugin and no other source has that name: a source never shadows a
 built-in (`adam` stays torch's; `zoo.adam` is the source's).
+
+**One name, two distributions.** When two installed distributions register the same name in one
+group, neither wins: the plain name is refused with a message naming both, and each is selected
+as `KIND=DIST:NAME` (DIST: the distribution's normalised name, `opt-runner` for the built-ins),
+which Hydra's override grammar takes as it is, in sweeps too. A run records the distribution it
+used (tags `problem_distribution`, `optim_distribution`, `sched_distribution`).
 """
 from __future__ import annotations
 
 import importlib.metadata as md
+import re
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -48,6 +55,14 @@ class Plugin:
         return dist.name if dist is not None else "?"
 
     @property
+    def distribution(self) -> str:
+        """`NAME VERSION` of the distribution that registered it (normalised name), for the record."""
+        if self.origin:
+            return self.origin
+        dist = getattr(self.entry_point, "dist", None)
+        return f"{dist_key(dist.name)} {dist.version}" if dist is not None else "?"
+
+    @property
     def where(self) -> str:
         how = f"entry point {self.entry_point.value}" if self.entry_point is not None else "plugin source"
         return f"The {self.kind} plugin '{self.name}' ({how} from package '{self.source}')"
@@ -69,14 +84,50 @@ class Plugin:
         return obj
 
 
+def dist_key(name: str) -> str:
+    """A distribution's normalised name (PEP 503): `Runner_Twin.B` -> `runner-twin-b`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@cache
+def _by_name(kind: str) -> dict[str, list[Plugin]]:
+    """Every entry-point registration of one kind, by name, one per distribution."""
+    found: dict[str, dict[str, Plugin]] = {}
+    for ep in md.entry_points(group=GROUPS[kind]):
+        dist = getattr(ep, "dist", None)
+        found.setdefault(ep.name, {}).setdefault(dist_key(dist.name) if dist is not None else "?", Plugin(kind, ep.name, ep))
+    return {name: list(by_dist.values()) for name, by_dist in found.items()}
+
+
 @cache
 def plugins(kind: str) -> dict[str, Plugin]:
-    """The entry-point plugins of one kind, by name (package metadata only: cheap). The first
-    registration of a name wins."""
+    """The entry-point plugins of one kind, by name (package metadata only: cheap). A name that
+    several distributions register is listed only as `DIST:NAME`, once for each (see ambiguous())."""
     found: dict[str, Plugin] = {}
-    for ep in md.entry_points(group=GROUPS[kind]):
-        found.setdefault(ep.name, Plugin(kind, ep.name, ep))
+    for name, registered in _by_name(kind).items():
+        if len(registered) == 1:
+            found[name] = registered[0]
+            continue
+        for plugin in registered:
+            qualified = f"{dist_key(plugin.entry_point.dist.name)}:{name}"
+            found[qualified] = Plugin(kind, qualified, plugin.entry_point)
     return dict(sorted(found.items()))
+
+
+def ambiguous(kind: str) -> dict[str, list[str]]:
+    """Plain names that several distributions register -> their qualified names."""
+    return {name: [f"{dist_key(p.entry_point.dist.name)}:{name}" for p in registered]
+            for name, registered in sorted(_by_name(kind).items()) if len(registered) > 1}
+
+
+def ambiguity_message(kind: str, name: str) -> str:
+    choices = ambiguous(kind)[name]
+    dists = [c.split(":", 1)[0] for c in choices]
+    listed = ", ".join(f"'{d}' ({p.entry_point.value})" for d, p in zip(dists, _by_name(kind)[name]))
+    return (f"The {kind} plugin '{name}' is registered by {len(choices)} installed distributions: {listed}. "
+            f"The runner does not guess which one you mean: choose one with "
+            + " or ".join(f"{kind}={c}" for c in choices)
+            + f" (in a sweep too: -m {kind}={','.join(choices)}), or uninstall the one you do not want.")
 
 
 @dataclass
@@ -149,7 +200,7 @@ def source_plugins(kind: str) -> dict[str, Plugin]:
 @cache
 def aliases(kind: str) -> dict[str, str]:
     """Plain names of source plugins that are unique (no entry-point plugin, no other source)."""
-    taken = set(plugins(kind))
+    taken = set(plugins(kind)) | set(_by_name(kind))  # an ambiguous plain name is not a source's either
     counts: dict[str, list[str]] = {}
     for name in source_plugins(kind):
         counts.setdefault(name.split(".", 1)[1], []).append(name)
@@ -181,7 +232,20 @@ def unknown_name_message(kind: str, name: str) -> str:
     return text
 
 
+def distribution_tags(selected: dict[str, str]) -> dict[str, str]:
+    """{kind: name} of a run -> {"KIND_distribution": "DIST VERSION"}: what the run used."""
+    tags = {}
+    for kind, name in selected.items():
+        try:
+            tags[f"{kind}_distribution"] = get(kind, name).distribution
+        except (UserError, KeyError):
+            continue
+    return tags
+
+
 def get(kind: str, name: str) -> Plugin:
+    if name in ambiguous(kind):
+        raise UserError(ambiguity_message(kind, name))
     available = plugins(kind)
     if name in available:
         return available[name]

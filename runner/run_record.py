@@ -16,7 +16,7 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
-from runner import outcome, signals
+from runner import outcome, registry, signals
 from runner.console import Progress, summary
 from runner.figures import draw_run_figures
 from runner.job_folder import JobFolder
@@ -39,7 +39,7 @@ class RunRecord:
 
     def __enter__(self) -> "RunRecord":
         exp, out = self.experiment, self.ctx.output_dir
-        tags = {**exp.plugins, "mlflow.source.name": "runner", "output_dir": str(out), "config_hash": exp.config_hash, **self.ctx.sweep_tags()}
+        tags = {**exp.plugins, **registry.distribution_tags(exp.plugins), "mlflow.source.name": "runner", "output_dir": str(out), "config_hash": exp.config_hash, **self.ctx.sweep_tags()}
         if exp.job.replicas > 1:
             tags.update(replicas=str(exp.job.replicas), replica_mode=exp.job.plan.mode, replica_note=exp.job.plan.reason)
         if exp.device_note:

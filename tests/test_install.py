@@ -295,3 +295,11 @@ def test_the_wheel_runs_the_main_job_a_sweep_and_the_subcommands_from_anywhere(t
     assert (work / "report").is_dir()
     ok("sync")
     ok("reap")
+
+
+def test_the_extras_a_message_names_are_the_distributions_own():
+    from runner import preflight
+
+    meta = md.metadata("opt-runner")
+    assert preflight.DIST == meta["Name"]
+    assert set(preflight.EXTRAS) <= set(meta.get_all("Provides-Extra"))

@@ -42,7 +42,9 @@ There, from the repository's root:
     python3 -m benchmarks.gpu
 
 The runner's plugins are found through entry points (the project's installed metadata, here from
-its wheel in /tmp/site); the code itself is imported from this tree, which comes first on the path.
+its wheel in /tmp/site); the engine (`runner`) is imported from this tree, which comes first on the
+path, and the built-in plugins from the wheel (installed as `runner_plugins`; rebuild the wheel
+after changing plugins/).
 Tried here in a venv holding only torch and the image's packages: `--device cpu --quick --only
 tests main sweep signals` passed. A package still missing there shows as a failed check with its
 ModuleNotFoundError (or the preflight names it): add its wheel.

@@ -89,13 +89,17 @@ def dist_key(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _dist_of(ep: md.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist_key(dist.name) if dist is not None and dist.name else "unknown"
+
+
 @cache
 def _by_name(kind: str) -> dict[str, list[Plugin]]:
     """Every entry-point registration of one kind, by name, one per distribution."""
     found: dict[str, dict[str, Plugin]] = {}
     for ep in md.entry_points(group=GROUPS[kind]):
-        dist = getattr(ep, "dist", None)
-        found.setdefault(ep.name, {}).setdefault(dist_key(dist.name) if dist is not None else "?", Plugin(kind, ep.name, ep))
+        found.setdefault(ep.name, {}).setdefault(_dist_of(ep), Plugin(kind, ep.name, ep))
     return {name: list(by_dist.values()) for name, by_dist in found.items()}
 
 
@@ -109,14 +113,14 @@ def plugins(kind: str) -> dict[str, Plugin]:
             found[name] = registered[0]
             continue
         for plugin in registered:
-            qualified = f"{dist_key(plugin.entry_point.dist.name)}:{name}"
+            qualified = f"{_dist_of(plugin.entry_point)}:{name}"
             found[qualified] = Plugin(kind, qualified, plugin.entry_point)
     return dict(sorted(found.items()))
 
 
 def ambiguous(kind: str) -> dict[str, list[str]]:
     """Plain names that several distributions register -> their qualified names."""
-    return {name: [f"{dist_key(p.entry_point.dist.name)}:{name}" for p in registered]
+    return {name: [f"{_dist_of(p.entry_point)}:{name}" for p in registered]
             for name, registered in sorted(_by_name(kind).items()) if len(registered) > 1}
 
 

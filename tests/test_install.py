@@ -240,6 +240,7 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
+@pytest.mark.slow  # builds the wheel (about 8 s)
 def test_the_wheel_holds_every_data_file_of_the_project_under_its_installed_name(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     tracked = subprocess.run(["git", "ls-files", "conf", "runner", "plugins", "hydra_plugins"], cwd=REPO,

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.errors import UserError
 from runner.job_context import SweepParent
 from runner.sweep_stop import close_running_children
+from runner.naming import sweep_name
 from runner.sweep_summary import _attach_report, _plot_curves, _record_best, _render_table, _write_leaderboard, console_summary, leaderboard
 
 
@@ -83,7 +84,7 @@ def start(config: DictConfig) -> SweepParent:
         "hydra_launcher": str(choices.get("hydra/launcher")),
         "hydra_sweeper": str(choices.get("hydra/sweeper")),
     }
-    name = config.tracking.run_name or "sweep-" + "-".join(o.lstrip("+~") for o in overrides if not o.startswith("hydra"))[:200]
+    name = config.tracking.run_name or sweep_name(overrides)
     run_id = client.create_run(experiment_id, name, tags)
     params = [("sweep.overrides", " ".join(overrides)[:6000]), ("sweep.launcher", tags["hydra_launcher"]), ("sweep.sweeper", tags["hydra_sweeper"])]
     client.log_batch(run_id, params=params)

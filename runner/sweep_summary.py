@@ -33,16 +33,24 @@ def leaderboard(client, info: dict) -> list[dict]:
 
 
 def _record_best(client, run_id: str, rows: list[dict]) -> None:
+    """Job counts and the best job. Losses of different problems do not compare: with several
+    problem instances, `best_by_problem` names each one's best job instead of one best job."""
+    from runner.report.leaderboard import best_per_problem
+
+    best = best_per_problem(rows)
     finished = [r for r in rows if r["status"] == "FINISHED" and math.isfinite(r["final_loss"])]
     metrics = [("jobs", float(len(rows)), 0, 0), ("jobs_failed", float(len(rows) - len(finished)), 0, 0)]
     tags, params = [], []
-    if finished:
-        best = finished[0]
-        metrics.append(("best_final_loss", best["final_loss"], 0, 0))
-        tags = [("best_run_id", best["run_id"]), ("best_overrides", best["overrides"][:5000])]
-        for override in best["overrides"].split():
+    if len(best) == 1:
+        (only,) = best.values()
+        metrics.append(("best_final_loss", only["final_loss"], 0, 0))
+        tags = [("best_run_id", only["run_id"]), ("best_overrides", only["overrides"][:5000])]
+        for override in only["overrides"].split():
             key, _, value = override.lstrip("+~").partition("=")
             params.append((f"best.{key}", value[:6000]))
+    elif best:
+        text = "\n".join(f"{problem}: {r['run_id']} (final loss {r['final_loss']:.6g}; {r['overrides']})" for problem, r in best.items())
+        tags = [("best_by_problem", text[:5000])]
     client.log_batch(run_id, metrics=metrics, params=params[:100], tags=tags)
 
 
@@ -77,13 +85,31 @@ def console_summary(info: dict, rows: list[dict], interrupted: bool, problems: O
         out.write(f"  The jobs' own records are in {info['sweep_dir']}; `python -m runner sync --tracking-uri {redact_uri(info['uri'])} "
                   f"{info['sweep_dir']}` uploads those that did not reach the store.\n")
     out.write(f"\n{head}: {len(rows)} jobs, {len(rows) - len(failed)} finished, {len(failed)} failed. Parent run {info['run_id']} ({info['name']})\n")
-    out.write(f"  {'job':>3}  {'status':<9} {'final_loss':>11} {'steps':>6} {'loop s':>7}  overrides\n")
-    for r in rows:
-        steps = "" if r["steps"] is None else r["steps"]
-        out.write(f"  {r['job']:>3}  {r['status']:<9} {r['final_loss']:>11.4g} {steps:>6} {r['loop_seconds']:>7.3f}  {r['overrides']}\n")
+    out.write(job_lines(rows))
     if failed:
         out.write("Failed jobs:\n")
         for r in failed:
             out.write(f"  #{r['job']} {r['overrides']}: {r['error'] or r['status']}\n")
     out.write(f"Leaderboard, curves and report ({Path(info['sweep_dir']) / 'report' / 'report.html'}): {info['sweep_dir']} and the parent run's artifacts.")
+    return out.getvalue()
+
+
+def job_lines(rows: list[dict]) -> str:
+    """The console's job ranking: the overrides every job shares once, then each problem instance
+    with its jobs ranked (a heading per problem only when there are several)."""
+    from runner.report.leaderboard import split_overrides
+
+    shared, varying = split_overrides(rows)
+    several = len({r["problem"] for r in rows}) > 1
+    out = io.StringIO()
+    if shared:
+        out.write(f"  same in every job: {' '.join(shared)}\n")
+    head = f"  {'rank':>4}  {'job':>3}  {'status':<9} {'final_loss':>11} {'steps':>6} {'loop s':>7}  overrides\n"
+    for i, r in enumerate(rows):
+        if i == 0 or (several and r["problem"] != rows[i - 1]["problem"]):
+            if several:
+                out.write(f"  problem {r['problem']}\n")
+            out.write(head)
+        steps = "" if r["steps"] is None else r["steps"]
+        out.write(f"  {r['rank']:>4}  {r['job']:>3}  {r['status']:<9} {r['final_loss']:>11.4g} {steps:>6} {r['loop_seconds']:>7.3f}  {varying[r['job']]}\n")
     return out.getvalue()

@@ -5,8 +5,10 @@ Two views of the same runs, at two grains:
 - `leaderboard(runs)`: per problem and solver, over its seeds: how many solved, success rate,
   median final loss and cost to the target. Ranked by success, then cost, then final loss. The
   report's `leaderboard.csv` (and a sweep parent's `report/leaderboard.csv`).
-- `job_ranking(runs)`: a sweep's jobs one by one, finished before failed, then by final loss.
-  The sweep parent's own `leaderboard.csv` / `.md` / `.png` and its console summary.
+- `job_ranking(runs)`: a sweep's jobs one by one, within each problem instance (a problem plugin
+  with its arguments: losses of different problems are not comparable), finished before failed,
+  then by final loss. The sweep parent's own `leaderboard.csv` / `.md` / `.png` and its console
+  summary, which show only the overrides that vary between jobs (`split_overrides`).
 
 Both name a best run the same way: the finished run with the least final loss.
 """
@@ -23,7 +25,7 @@ from runner.report.collect import RunData
 LEADERBOARD_COLUMNS = ("problem", "solver", "runs", "finished", "failures", "solved", "success_rate",
                        "median_final_loss", "median_steps_to_target", "median_seconds_to_target", "median_evals_to_target",
                        "target_loss", "best_run_id")
-JOB_COLUMNS = ("job", "overrides", "status", "final_loss", "steps", "loop_seconds", "error", "run_id")
+JOB_COLUMNS = ("problem", "rank", "job", "overrides", "status", "final_loss", "steps", "loop_seconds", "error", "run_id")
 
 
 def best_run(runs: list[RunData]) -> Optional[RunData]:
@@ -61,8 +63,13 @@ def _leaderboard_row(problem: str, solver: str, group: list[RunData]) -> dict:
 
 
 def job_ranking(runs: list[RunData]) -> list[dict]:
-    """A sweep's jobs (every child, whatever its status), best first, failures last."""
+    """A sweep's jobs (every child, whatever its status), grouped by problem instance (in the order
+    of their first job), best first within each, failures last; `rank` counts within the problem."""
+    from runner.report.analyse import label
+
+    label(runs)
     rows = [{
+        "problem": r.problem_label,
         "job": int(r.tags.get("sweep_job", -1)),
         "run_id": r.run_id,
         "name": r.name,
@@ -73,8 +80,39 @@ def job_ranking(runs: list[RunData]) -> list[dict]:
         "loop_seconds": r.metrics.get("loop_seconds", math.nan),
         "error": r.error,
     } for r in runs]
-    rank = lambda r: (r["status"] != "FINISHED", _nan_last(r["final_loss"]), r["job"])  # noqa: E731
-    return sorted(rows, key=rank)
+    first_job: dict[str, int] = {}
+    for r in rows:
+        first_job[r["problem"]] = min(first_job.get(r["problem"], r["job"]), r["job"])
+    rank = lambda r: (first_job[r["problem"]], r["problem"], r["status"] != "FINISHED", _nan_last(r["final_loss"]), r["job"])  # noqa: E731
+    rows.sort(key=rank)
+    for i, r in enumerate(rows):
+        r["rank"] = 1 if i == 0 or rows[i - 1]["problem"] != r["problem"] else rows[i - 1]["rank"] + 1
+    return rows
+
+
+def best_per_problem(rows: list[dict]) -> dict[str, dict]:
+    """Each problem's best job (the first finished one with a finite loss in the ranking)."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r["status"] == "FINISHED" and math.isfinite(r["final_loss"]):
+            best.setdefault(r["problem"], r)
+    return best
+
+
+def split_overrides(rows: list[dict]) -> tuple[list[str], dict[int, str]]:
+    """(the overrides every job shares, each job's other overrides): what a table shows once
+    above it and what it shows per row. An override is `key=value`; one without `=` is its own key."""
+    parsed = [(r["job"], _override_items(r["overrides"])) for r in rows]
+    keys = {k for _, items in parsed for k in items}
+    fixed = [k for k in keys if len(rows) > 1 and len({items.get(k) for _, items in parsed}) == 1]
+    order = list(dict.fromkeys(k for _, items in parsed for k in items))
+    shared = [parsed[0][1][k] for k in order if k in fixed] if parsed else []
+    varying = {job: " ".join(items[k] for k in items if k not in fixed) for job, items in parsed}
+    return shared, varying
+
+
+def _override_items(overrides: str) -> dict[str, str]:
+    return {o.lstrip("+~").partition("=")[0]: o for o in overrides.split()}
 
 
 def _median(values: list[float]) -> float:
@@ -91,11 +129,17 @@ def write_leaderboard(rows: list[dict], path: Path) -> None:
 
 
 def write_job_ranking(rows: list[dict], folder: Path) -> None:
-    """leaderboard.csv (every column) and leaderboard.md (without the run id) in `folder`."""
+    """leaderboard.csv (every column, the full overrides) and leaderboard.md in `folder`: the
+    overrides every job shares once above the table, each row's other overrides; the problem
+    column when the sweep has several problems; no run id."""
     _write_csv(rows, JOB_COLUMNS, folder / "leaderboard.csv")
-    shown = JOB_COLUMNS[:-1]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in shown) + " |" for r in rows]
+    shared, varying = split_overrides(rows)
+    shown = [c for c in JOB_COLUMNS[:-1] if c != "problem" or len({r["problem"] for r in rows}) > 1]
+    lines = []
+    if shared:
+        lines += ["Same in every job: " + " ".join(f"`{cell(o)}`" for o in shared), ""]
+    lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(cell(varying[r["job"]] if c == "overrides" else r[c]) for c in shown) + " |" for r in rows]
     (folder / "leaderboard.md").write_text("\n".join(lines) + "\n")
 
 

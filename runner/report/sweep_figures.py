@@ -11,14 +11,20 @@ from runner.report.leaderboard import JOB_COLUMNS, cell
 
 
 def job_table(rows: list[dict], path: Path) -> None:
-    """leaderboard.png: the job ranking without error and run id, failed jobs shaded."""
+    """leaderboard.png: the job ranking without error and run id, failed jobs shaded; the
+    overrides every job shares in the title, each row's other overrides in its cell."""
     from matplotlib.figure import Figure
 
-    cols = JOB_COLUMNS[:-2]
-    cells = [[plain(cell(r[c])[:60]) for c in cols] for r in rows] or [["" for _ in cols]]
-    fig = Figure(figsize=(11, 0.6 + 0.3 * (len(cells) + 1)))
+    from runner.report.leaderboard import split_overrides
+
+    shared, varying = split_overrides(rows)
+    cols = [c for c in JOB_COLUMNS[:-2] if c != "problem" or len({r["problem"] for r in rows}) > 1]
+    cells = [[plain(cell(varying[r["job"]] if c == "overrides" else r[c])[:60]) for c in cols] for r in rows] or [["" for _ in cols]]
+    fig = Figure(figsize=(11, 0.9 + 0.3 * (len(cells) + 1)))
     ax = fig.subplots()
     ax.axis("off")
+    if shared:
+        ax.set_title(plain(("Same in every job: " + " ".join(shared))[:150]), fontsize=9, loc="left")
     table = ax.table(cellText=cells, colLabels=cols, loc="center", cellLoc="left")
     table.auto_set_font_size(False)
     table.set_fontsize(8)

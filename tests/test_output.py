@@ -1,0 +1,67 @@
+"""Output that reads well: sweep leaderboards per problem, short parent names, the report's
+console table, progress lines by time, benchmarks that never overwrite the committed table."""
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from conftest import all_runs, run_cli, store
+from runner.naming import NAME_LIMIT, sweep_name
+
+
+def split(runs):
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert len(parents) == 1
+    return parents[0], [r for r in runs if r is not parents[0]]
+
+
+@pytest.mark.slow
+def test_sweep_over_datasets_ranks_within_each_problem(workdir):
+    # Norris' SSE is 26.6 and Longley's 836424 at their optimum: ranking them against each other
+    # says nothing. Each dataset is a problem instance with its own ranking.
+    proc = run_cli(workdir, "-m", "problem=nist", "problem.dataset=Norris,Longley", "optim=lstsq", "trainer.steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = split(all_runs(workdir))
+    assert len(children) == 2 and len(parent.info.run_name) <= NAME_LIMIT
+    assert "dataset" in parent.info.run_name
+    board = store(workdir).download_artifacts(parent.info.run_id, "leaderboard.csv", str(workdir))
+    rows = list(csv.DictReader(open(board)))
+    assert sorted((r["problem"], r["rank"]) for r in rows) == [("nist dataset=Longley", "1"), ("nist dataset=Norris", "1")]
+    # No single best job across problems: one per problem.
+    assert "best_run_id" not in parent.data.tags
+    best = parent.data.tags["best_by_problem"]
+    assert all(c.info.run_id in best for c in children)
+    # Fixed overrides once above the table, each row only what varies.
+    out = proc.stdout[proc.stdout.index("same in every job"):]
+    assert out.count("problem=nist") == 1 and out.count("trainer.steps=2") == 1, out
+    assert out.startswith("same in every job: problem=nist optim=lstsq trainer.steps=2")
+    assert "problem nist dataset=Norris" in out and "problem nist dataset=Longley" in out
+    md = store(workdir).download_artifacts(parent.info.run_id, "leaderboard.md", str(workdir))
+    text = open(md).read()
+    assert text.count("trainer.steps=2") == 1 and "| problem.dataset=Norris |" in text
+
+
+README_NIST = ["problem=nist", "problem.dataset=Norris,Pontius,NoInt1,NoInt2,Filip,Longley,Wampler1,Wampler2,Wampler3,Wampler4,Wampler5",
+               "optim=lstsq,lbfgs", "trainer.steps=100", "tracking.experiment=nist-accuracy"]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["problem=poly,puzzle", "optim=adam,sgd,lbfgs"], "sweep-problem=poly,puzzle-optim=adam,sgd,lbfgs"),
+    (README_NIST, "sweep-dataset×11-optim×2-problem=nist-trainer.steps=100"),
+    (["optim=adam,nadam", "trainer.seed=range(5)"], "sweep-optim=adam,nadam-trainer.seed=range(5)"),
+    (["hydra/launcher=joblib", "optim=adam,sgd"], "sweep-optim=adam,sgd"),
+])
+def test_parent_names_are_short_and_say_what_varies(overrides, expected):
+    assert sweep_name(overrides) == expected
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optim.lr=" + ",".join(str(10.0 ** -k) for k in range(40))],
+    ["problem=curve", "problem.model='" + "x*" * 500 + "b'", "optim=adam,sgd"],
+    ["a" * 300 + "=1,2", "b=\x1b[31mred\n"],
+])
+def test_parent_names_stay_short_and_printable_with_hostile_values(overrides):
+    name = sweep_name(overrides)
+    assert len(name) <= NAME_LIMIT and name.isprintable() and name.startswith("sweep-")

@@ -65,3 +65,40 @@ def test_parent_names_are_short_and_say_what_varies(overrides, expected):
 def test_parent_names_stay_short_and_printable_with_hostile_values(overrides):
     name = sweep_name(overrides)
     assert len(name) <= NAME_LIMIT and name.isprintable() and name.startswith("sweep-")
+
+
+def _store_with_runs(workdir, runs):
+    """Runs as the runner records them (tags, params, final metrics, a loss history), written
+    straight into workdir/mlflow.db: what `report` reads, with values no quick run produces."""
+    client = store(workdir)
+    experiment_id = client.create_experiment("runner")
+    for i, (problem_params, optim_params, final_loss) in enumerate(runs):
+        run = client.create_run(experiment_id, run_name=f"run{i}", tags={"problem": "poly", "optim": "adam"})
+        rid = run.info.run_id
+        params = {"trainer.seed": "0", "trainer.steps": "10", **problem_params, **optim_params}
+        for key, value in params.items():
+            client.log_param(rid, key, value)
+        for step, loss in ((0, 10.0), (10, final_loss)):
+            client.log_metric(rid, "loss", loss, step=step)
+        client.log_metric(rid, "final_loss", final_loss)
+        client.set_terminated(rid, "FINISHED")
+
+
+@pytest.mark.slow
+def test_report_console_never_shows_identical_rows_and_prints_inf(workdir):
+    long_dir = "/data/" + "measurements-of-the-same-experiment/" * 3
+    _store_with_runs(workdir, [
+        ({"problem.data": long_dir + "a.csv"}, {"optim.lr": "0.01"}, 1.5),
+        ({"problem.data": long_dir + "b.csv"}, {"optim.lr": "0.01"}, math.inf),
+        ({"problem.data": long_dir + "a.csv"}, {"optim.lr": "0.0100000001"}, 2.5),
+        ({"problem.data": long_dir + "a.csv"}, {"optim.lr": "0.0100000002"}, math.nan),
+    ])
+    proc = run_cli(workdir, "report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if "median final loss" in line]
+    assert len(rows) == 4 and len(set(rows)) == 4, proc.stdout
+    labels = [line.split("solved")[0] for line in rows]
+    assert len(set(labels)) == 4, proc.stdout
+    inf_row = next(line for line in rows if "b.csv" in line)
+    assert inf_row.endswith("median final loss inf"), proc.stdout
+    assert sum(line.endswith("median final loss nan") for line in rows) == 1, proc.stdout

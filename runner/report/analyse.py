@@ -27,21 +27,36 @@ NOT_SOLVER = ("trainer.seed", "trainer.progress", "trainer.log_every", "trainer.
 
 # -- labels -------------------------------------------------------------------------------------------
 def label(runs: list[RunData]) -> None:
-    """Problem and solver labels: plugin names plus the arguments that differ between the runs."""
+    """Problem and solver labels: plugin names plus the arguments that differ between the runs.
+    Runs with different settings never share a label (shortened values that coincide are numbered)."""
     by_problem = _group(runs, lambda r: r.problem)
     by_solver = _group(runs, lambda r: (r.optim, r.sched))
     for name, group in by_problem.items():
         keys = _varying(group, lambda k: k.startswith("problem."))
-        for r in group:
-            r.problem_label = _compose(name, r, keys)
+        _set_unique(group, keys, lambda r: _compose(name, r, keys), "problem_label")
     # Trainer settings that differ between runs of the same problem (steps, dtype, replicas...);
     # not those that differ only between problems (dtype=auto gives nist float64, poly float32).
     trainer_keys = sorted({k for group in by_problem.values()
                            for k in _varying(group, lambda k: k.startswith("trainer.") and k not in NOT_SOLVER)})
     for (optim, sched), group in by_solver.items():
         keys = _varying(group, lambda k: k.startswith(("optim.", "sched.")))
-        for r in group:
-            r.solver_label = _compose(optim + (f"+{sched}" if sched else ""), r, keys + trainer_keys)
+        _set_unique(group, keys + trainer_keys, lambda r: _compose(optim + (f"+{sched}" if sched else ""), r, keys + trainer_keys),
+                    "solver_label")
+
+
+def _set_unique(group: list[RunData], keys: list[str], compose, attribute: str) -> None:
+    """Set each run's label; where shortened values make the labels of different settings equal,
+    number them (`#1`, `#2`, in the order the runs came) so that they stay apart."""
+    settings: dict[str, list[tuple]] = defaultdict(list)
+    for r in group:
+        text, values = compose(r), tuple(r.params.get(k) for k in keys)
+        if values not in settings[text]:
+            settings[text].append(values)
+        setattr(r, attribute, (text, values))
+    for r in group:
+        text, values = getattr(r, attribute)
+        clash = len(settings[text]) > 1
+        setattr(r, attribute, f"{text} #{settings[text].index(values) + 1}" if clash else text)
 
 
 def _group(runs: list[RunData], key) -> dict:
@@ -57,8 +72,13 @@ def _varying(group: list[RunData], wanted) -> list[str]:
 
 
 def _compose(name: str, run: RunData, keys: list[str]) -> str:
-    """adam lr=0.01 steps=2000: the last part of each differing key, as run names do."""
-    return " ".join([name, *(f"{k.rsplit('.', 1)[-1]}={short_value(run.params.get(k, ''))[:40]}" for k in keys)])
+    """adam lr=0.01 steps=2000: the last part of each differing key, as run names do; a long value
+    keeps its start and its end (where file names and the last digits differ)."""
+    return " ".join([name, *(f"{k.rsplit('.', 1)[-1]}={_shorten(short_value(run.params.get(k, '')))}" for k in keys)])
+
+
+def _shorten(value: str, limit: int = 40) -> str:
+    return value if len(value) <= limit else value[:12] + "…" + value[-(limit - 13):]
 
 
 # -- the solved test ----------------------------------------------------------------------------------

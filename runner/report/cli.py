@@ -40,10 +40,31 @@ def report_main(argv: list[str]) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     print(f"Report of {report.runs} runs: {report.folder / 'report.html'}")
+    problems = fit_column([row["problem"] for row in report.rows], 40)
+    solvers = fit_column([row["solver"] for row in report.rows], 44)
     for row in report.rows:
-        print(f"  {row['problem'][:30]:<30} {row['solver'][:34]:<34} solved {row['solved']}/{row['runs']}  "
+        print(f"  {problems[row['problem']]} {solvers[row['solver']]} solved {row['solved']}/{row['runs']}  "
               f"median final loss {row['median_final_loss']:.4g}")
     return 0
+
+
+def fit_column(labels: list[str], width: int) -> dict[str, str]:
+    """Each label padded to one column of at most `width` characters. A longer label keeps its
+    start and its end (the settings that differ come last); labels that would still look the
+    same are numbered, so two rows never read alike."""
+    distinct = list(dict.fromkeys(labels))
+    width = min(width, max((len(x) for x in distinct), default=0))
+    shown = {x: x if len(x) <= width else x[:width // 2 - 1] + "…" + x[-(width - width // 2):] for x in distinct}
+    seen: dict[str, int] = {}
+    for x in distinct:
+        seen[shown[x]] = seen.get(shown[x], 0) + 1
+    count: dict[str, int] = {}
+    for x in distinct:
+        if seen[shown[x]] > 1:
+            count[shown[x]] = count.get(shown[x], 0) + 1
+            tag = f" #{count[shown[x]]}"
+            shown[x] = shown[x][:width - len(tag)] + tag
+    return {x: f"{text:<{width}}" for x, text in shown.items()}
 
 
 def _tracking_overrides(overrides: list[str], uri: Optional[str], experiment: Optional[str]):

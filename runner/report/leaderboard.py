@@ -46,7 +46,7 @@ def leaderboard(runs: list[RunData]) -> list[dict]:
 def _leaderboard_row(problem: str, solver: str, group: list[RunData]) -> dict:
     finished = [r for r in group if r.finished]
     solved = [r for r in group if r.solved]
-    finals = [r.final_loss for r in finished if math.isfinite(r.final_loss)]
+    finals = [r.final_loss for r in finished if not math.isnan(r.final_loss)]  # an inf loss is a median of inf
     targets = [r.target for r in group if r.target is not None]
     best = best_run(group)
     return {

@@ -7,13 +7,20 @@ from typing import Optional
 
 
 class Progress:
+    """`bar`: tqdm on stderr. `lines`: a line at the first update (the run has started), then one
+    every LINE_SECONDS (a log file grows by time, whatever the run's length or speed), and one at
+    the end, so a short run prints its start and its end."""
+
+    LINE_SECONDS = 5.0
+
     def __init__(self, total: int, mode: str = "auto", label: str = ""):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "lines"
         self.mode, self.total, self.label = mode, total, label
         self.bar = None
         self.start = time.perf_counter()
-        self.next_line = 0
+        self.next_line = self.start  # the first update prints
+        self.last_printed: Optional[int] = None
         if mode == "bar":
             from tqdm import tqdm
 
@@ -26,11 +33,21 @@ class Progress:
             if loss is not None:
                 self.bar.set_postfix_str(f"loss={loss:.4g}", refresh=False)
             self.bar.update(done - self.bar.n)
-        elif self.mode == "lines" and (done >= self.next_line or done == self.total):
-            # About ten lines per run, whatever its length.
-            self.next_line = done + max(1, self.total // 10)
-            shown = f"{loss:.6g}" if loss is not None else "-"
-            print(f"[{self.label}] step {done}/{self.total}  loss {shown}  {time.perf_counter() - self.start:.1f}s", flush=True)
+        elif self.mode == "lines":
+            now = time.perf_counter()
+            if now >= self.next_line or done == self.total:
+                self.next_line = now + self.LINE_SECONDS
+                self._line(done, loss, now)
+
+    def end(self, done: int, loss: Optional[float]) -> None:
+        """The loop ended at `done` steps (a stopping rule may end it early): its last line."""
+        if self.mode == "lines" and self.last_printed != done:
+            self._line(done, loss, time.perf_counter())
+
+    def _line(self, done: int, loss: Optional[float], now: float) -> None:
+        self.last_printed = done
+        shown = f"{loss:.6g}" if loss is not None else "-"
+        print(f"[{self.label}] step {done}/{self.total}  loss {shown}  {now - self.start:.1f}s", flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

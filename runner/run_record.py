@@ -80,6 +80,7 @@ class RunRecord:
     def finish(self, loop) -> None:
         """The loop ended: its final loss point and bands, result.json; FAILED if it diverged."""
         self.loop = loop
+        self.progress.end(loop.steps, loop.final_loss)
         self.progress.close()
         if loop.stop_reason == "diverged":
             self.status, self.error = "FAILED", loop.error

@@ -102,3 +102,33 @@ def test_report_console_never_shows_identical_rows_and_prints_inf(workdir):
     inf_row = next(line for line in rows if "b.csv" in line)
     assert inf_row.endswith("median final loss inf"), proc.stdout
     assert sum(line.endswith("median final loss nan") for line in rows) == 1, proc.stdout
+
+
+@pytest.mark.slow
+def test_progress_lines_come_by_time_with_the_start_and_the_end(workdir):
+    # A run of a second or two: its first step and its end, not ten lines by fraction of steps.
+    proc = run_cli(workdir, "trainer.progress=lines")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[poly+adam] step")]
+    assert 2 <= len(lines) <= 3, proc.stdout
+    assert lines[0].startswith("[poly+adam] step 10/1000") and lines[-1].startswith("[poly+adam] step 1000/1000"), lines
+
+
+def test_progress_lines_every_few_seconds_whatever_the_steps(monkeypatch, capsys):
+    from runner import console
+
+    clock = [100.0]
+    monkeypatch.setattr(console.time, "perf_counter", lambda: clock[0])
+    progress = console.Progress(1_000_000, "lines", label="p")
+    for done in range(10, 1_000_001, 10):  # 100 000 updates over 50 s of (fake) time
+        clock[0] += 0.0005
+        progress.update(done, 1.0)
+    progress.end(1_000_000, 1.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[p] step 10/1000000") and lines[-1].startswith("[p] step 1000000/1000000")
+    assert 10 <= len(lines) <= 12, lines  # 50 s: one at the start, one every 5 s, the end
+    # A stopping rule ends the loop early: its last line still says where.
+    progress = console.Progress(1000, "lines", label="p")
+    progress.update(10, 2.0)
+    progress.end(370, 0.5)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("[p] step 370/1000  loss 0.5")

@@ -1,13 +1,17 @@
-"""`python -m benchmarks [--quick] [--only SECTION ...] [--out BENCHMARKS.md]`
+"""`python -m benchmarks [--quick] [--only SECTION ...] [--out FILE]`
 
-Prints a table and writes it as Markdown with the machine it ran on. Every figure is a median
-over repeats, and where it is a ratio, the baseline was measured in the same run.
+Prints a table and writes it as Markdown with the machine it ran on and the exact command. Every
+figure is a median over repeats, and where it is a ratio, the baseline was measured in the same run.
+Only a full run (no --quick, --only or --device) writes the committed BENCHMARKS.md; a partial
+one writes benchmarks/out/BENCHMARKS.md unless --out says where (never BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import inspect
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -16,13 +20,25 @@ from benchmarks.common import REPO, Row, machine
 SECTIONS = ["loop", "startup", "large", "replicas", "sweep", "linsys"]
 
 
-def main() -> None:
+PARTIAL_OUT = Path("benchmarks") / "out" / "BENCHMARKS.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (a smoke run)")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="only this device's rows, in the sections that measure per device")
-    parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="Markdown file to write")
-    args = parser.parse_args()
+    parser.add_argument("--out", default=None,
+                        help=f"Markdown file to write (default: BENCHMARKS.md on a full run, {PARTIAL_OUT} otherwise)")
+    args = parser.parse_args(argv)
+    partial = bool(args.quick or args.only or args.device)
+    committed = REPO / "BENCHMARKS.md"
+    out = Path(args.out) if args.out else (REPO / PARTIAL_OUT if partial else committed)
+    if partial and out.resolve() == committed.resolve():
+        print(f"Error: --out {args.out}: BENCHMARKS.md holds the full run's table; a run with --quick, --only or "
+              "--device writes elsewhere (leave out --out, or name another file).", file=sys.stderr)
+        return 2
     rows: list[Row] = []
     start = time.perf_counter()
     for name in args.only or SECTIONS:
@@ -35,9 +51,16 @@ def main() -> None:
             print(format_row(row), flush=True)
         print(f"   ({time.perf_counter() - began:.0f} s)", flush=True)
         rows += section_rows
-    text = markdown(rows, time.perf_counter() - start, args.quick)
-    Path(args.out).write_text(text)
-    print(f"\nwrote {args.out}")
+    text = markdown(rows, time.perf_counter() - start, command(argv))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"\nwrote {out}")
+    return 0
+
+
+def command(argv: list[str]) -> str:
+    """The command line as it was typed (quoted where the shell needs it)."""
+    return shlex.join(["python", "-m", "benchmarks", *argv])
 
 
 def format_row(r: Row) -> str:
@@ -46,12 +69,12 @@ def format_row(r: Row) -> str:
     return f"  {r.what}: {r.measure} = {r.value:.4g} {r.unit}{target}{verdict}  {r.detail}"
 
 
-def markdown(rows: list[Row], seconds: float, quick: bool) -> str:
+def markdown(rows: list[Row], seconds: float, command: str) -> str:
     lines = [
         "# Benchmarks",
         "",
         f"Machine: {machine()}.",
-        f"Command: `python -m benchmarks{' --quick' if quick else ''}` ({seconds:.0f} s). Medians over repeats; ratios against baselines measured in the same run.",
+        f"Command: `{command}` ({seconds:.0f} s). Medians over repeats; ratios against baselines measured in the same run.",
         "",
         "| section | what | measure | value | target | met |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -65,4 +88,4 @@ def markdown(rows: list[Row], seconds: float, quick: bool) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

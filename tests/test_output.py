@@ -132,3 +132,33 @@ def test_progress_lines_every_few_seconds_whatever_the_steps(monkeypatch, capsys
     progress.update(10, 2.0)
     progress.end(370, 0.5)
     assert capsys.readouterr().out.splitlines()[-1].startswith("[p] step 370/1000  loss 0.5")
+
+
+def test_partial_benchmarks_never_overwrite_the_committed_table(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+
+    import benchmarks.__main__ as bench
+    from benchmarks.common import Row
+
+    section = types.ModuleType("benchmarks.tiny")
+    section.run = lambda quick=False: [Row("tiny", "a figure", "ratio", 1.0 if quick else 2.0)]
+    monkeypatch.setitem(sys.modules, "benchmarks.tiny", section)
+    monkeypatch.setattr(bench, "SECTIONS", [*bench.SECTIONS, "tiny"])
+    monkeypatch.setattr(bench, "REPO", tmp_path)
+    committed = tmp_path / "BENCHMARKS.md"
+    committed.write_text("the full run's table\n")
+
+    assert bench.main(["--quick", "--only", "tiny"]) == 0
+    assert committed.read_text() == "the full run's table\n"
+    partial = tmp_path / "benchmarks" / "out" / "BENCHMARKS.md"
+    assert "Command: `python -m benchmarks --quick --only tiny`" in partial.read_text()
+    assert str(partial) in capsys.readouterr().out  # says where it went
+    # Asking for it explicitly is refused, not obeyed.
+    assert bench.main(["--only", "tiny", "--out", str(committed)]) == 2
+    assert committed.read_text() == "the full run's table\n"
+    assert "BENCHMARKS.md holds the full run's table" in capsys.readouterr().err
+    # A full run (every section, full sizes) is what updates it.
+    monkeypatch.setattr(bench, "SECTIONS", ["tiny"])
+    assert bench.main([]) == 0
+    assert "Command: `python -m benchmarks` (" in committed.read_text() and "| tiny | a figure | ratio | 2 × |" in committed.read_text()

@@ -105,11 +105,11 @@ def job_lines(rows: list[dict]) -> str:
     if shared:
         out.write(f"  same in every job: {' '.join(shared)}\n")
     head = f"  {'rank':>4}  {'job':>3}  {'status':<9} {'final_loss':>11} {'steps':>6} {'loop s':>7}  overrides\n"
-    for i, r in enumerate(rows):
+    for i, (r, other) in enumerate(zip(rows, varying)):
         if i == 0 or (several and r["problem"] != rows[i - 1]["problem"]):
             if several:
                 out.write(f"  problem {r['problem']}\n")
             out.write(head)
         steps = "" if r["steps"] is None else r["steps"]
-        out.write(f"  {r['rank']:>4}  {r['job']:>3}  {r['status']:<9} {r['final_loss']:>11.4g} {steps:>6} {r['loop_seconds']:>7.3f}  {varying[r['job']]}\n")
+        out.write(f"  {r['rank']:>4}  {r['job']:>3}  {r['status']:<9} {r['final_loss']:>11.4g} {steps:>6} {r['loop_seconds']:>7.3f}  {other}\n")
     return out.getvalue()

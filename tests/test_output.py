@@ -41,6 +41,8 @@ def test_sweep_over_datasets_ranks_within_each_problem(workdir):
     md = store(workdir).download_artifacts(parent.info.run_id, "leaderboard.md", str(workdir))
     text = open(md).read()
     assert text.count("trainer.steps=2") == 1 and "| problem.dataset=Norris |" in text
+    page = store(workdir).download_artifacts(parent.info.run_id, "report/report.html", str(workdir))
+    assert "Same in every run: problem=nist optim=lstsq trainer.steps=2" in open(page).read()
 
 
 README_NIST = ["problem=nist", "problem.dataset=Norris,Pontius,NoInt1,NoInt2,Filip,Longley,Wampler1,Wampler2,Wampler3,Wampler4,Wampler5",

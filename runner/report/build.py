@@ -30,7 +30,7 @@ def write_report(client, out: Path, *, experiment_id: str, parent_run_id: Option
         raise UserError("There are no finished, failed or killed runs to compare"
                         + (f" under the parent run {parent_run_id}." if parent_run_id else f" in experiment {experiment_id}."))
     out.mkdir(parents=True, exist_ok=True)
-    shared, _ = leaderboard.split_overrides([{"job": i, "overrides": r.tags.get("overrides", "")} for i, r in enumerate(runs)])
+    shared, _ = leaderboard.split_overrides([{"overrides": r.tags.get("overrides", "")} for r in runs])
     if shared:  # the labels below show only what differs
         notes.insert(0, "Same in every run: " + " ".join(shared))
     analyse.label(runs)

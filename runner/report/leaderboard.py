@@ -99,16 +99,16 @@ def best_per_problem(rows: list[dict]) -> dict[str, dict]:
     return best
 
 
-def split_overrides(rows: list[dict]) -> tuple[list[str], dict[int, str]]:
-    """(the overrides every job shares, each job's other overrides): what a table shows once
-    above it and what it shows per row. An override is `key=value`; one without `=` is its own key."""
-    parsed = [(r["job"], _override_items(r["overrides"])) for r in rows]
-    keys = {k for _, items in parsed for k in items}
-    fixed = [k for k in keys if len(rows) > 1 and len({items.get(k) for _, items in parsed}) == 1]
-    order = list(dict.fromkeys(k for _, items in parsed for k in items))
-    shared = [parsed[0][1][k] for k in order if k in fixed] if parsed else []
-    varying = {job: " ".join(items[k] for k in items if k not in fixed) for job, items in parsed}
-    return shared, varying
+def split_overrides(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(the overrides every job shares, each row's other overrides, in the rows' order): what a
+    table shows once above it and what it shows per row. An override is `key=value`; one without
+    `=` is its own key."""
+    parsed = [_override_items(r["overrides"]) for r in rows]
+    keys = {k for items in parsed for k in items}
+    fixed = {k for k in keys if len(rows) > 1 and len({items.get(k) for items in parsed}) == 1}
+    order = list(dict.fromkeys(k for items in parsed for k in items))
+    shared = [parsed[0][k] for k in order if k in fixed] if parsed else []
+    return shared, [" ".join(items[k] for k in items if k not in fixed) for items in parsed]
 
 
 def _override_items(overrides: str) -> dict[str, str]:
@@ -139,7 +139,7 @@ def write_job_ranking(rows: list[dict], folder: Path) -> None:
     if shared:
         lines += ["Same in every job: " + " ".join(f"`{cell(o)}`" for o in shared), ""]
     lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(cell(varying[r["job"]] if c == "overrides" else r[c]) for c in shown) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(other if c == "overrides" else r[c]) for c in shown) + " |" for r, other in zip(rows, varying)]
     (folder / "leaderboard.md").write_text("\n".join(lines) + "\n")
 
 

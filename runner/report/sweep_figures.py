@@ -19,7 +19,7 @@ def job_table(rows: list[dict], path: Path) -> None:
 
     shared, varying = split_overrides(rows)
     cols = [c for c in JOB_COLUMNS[:-2] if c != "problem" or len({r["problem"] for r in rows}) > 1]
-    cells = [[plain(cell(varying[r["job"]] if c == "overrides" else r[c])[:60]) for c in cols] for r in rows] or [["" for _ in cols]]
+    cells = [[plain(cell(other if c == "overrides" else r[c])[:60]) for c in cols] for r, other in zip(rows, varying)] or [["" for _ in cols]]
     fig = Figure(figsize=(11, 0.9 + 0.3 * (len(cells) + 1)))
     ax = fig.subplots()
     ax.axis("off")
@@ -42,17 +42,20 @@ def job_curves(rows: list[dict], curves: dict[str, list[tuple[int, float]]], pat
     ranking's order; failed jobs dotted. Log scale when every loss is positive."""
     from matplotlib.figure import Figure
 
+    from runner.report.leaderboard import split_overrides
+
+    _, varying = split_overrides(rows)
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
     positive = True
-    for r in rows:
+    for r, other in zip(rows, varying):
         points = curves.get(r["run_id"])
         if not points:
             continue
         steps, values = zip(*points)
         positive = positive and min(values) > 0
         style = "-" if r["status"] == "FINISHED" else ":"
-        ax.plot(steps, values, style, lw=1.2, label=plain((r["overrides"] or r["name"])[:50]))
+        ax.plot(steps, values, style, lw=1.2, label=plain((other or r["name"])[:50]))
     if positive:
         ax.set_yscale("log")
     ax.set_xlabel("step")

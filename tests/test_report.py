@@ -159,7 +159,7 @@ def test_figures_draw_text_with_dollar_signs_as_typed(tmp_path):
     convergence(runs, runs[0].problem_label, tmp_path / "convergence.png")
     solvers, _, tables, _ = cost_tables(runs)
     profiles_figure(solvers, tables, 1, 2, tmp_path / "profiles.png")
-    rows = [{"job": 0, "run_id": "r0", "name": "n", "overrides": hostile, "status": "FAILED", "final_loss": math.inf,
+    rows = [{"problem": "puzzle $x$", "rank": 1, "job": 0, "run_id": "r0", "name": "n", "overrides": hostile, "status": "FAILED", "final_loss": math.inf,
              "steps": 3, "loop_seconds": 0.1, "error": "cost $5 $\\alpha"}]
     job_curves(rows, {"r0": [(0, 1.0), (10, 0.5)]}, tmp_path / "curves.png")
     job_table(rows, tmp_path / "table.png")

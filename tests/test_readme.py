@@ -123,6 +123,8 @@ DS = ("DS=Misra1a,Chwirut2,Chwirut1,Lanczos3,Gauss1,Gauss2,DanWood,Misra1b,Kirby
       "Gauss3,Misra1c,Misra1d,Roszman1,ENSO,MGH09,Thurber,BoxBOD,Rat42,MGH10,Eckerle4,Rat43,Bennett5")
 NLS_LM = "python -m runner -m problem=nist problem.dataset=$DS problem.start=1,2 optim=lm tracking.experiment=nist-nls"
 SEEDS = "python -m runner -m optim=adam,nadam 'trainer.seed=range(5)'"
+OPTUNA_SGD = ("25 of 30 SGD trials diverge on today's poly (the same badly scaled loss, fixed on branch `scale`) and a sweep "
+              "with a failed job exits 1; once `scale` lands, rerun: if trials at lr near 1 still diverge, narrow the README's interval")
 INSTALLED = ".ci/run: pip install -q -e '.[all,test]'"  # every extra; the wheel install test of issue 12 lands beside it
 
 COMMANDS = {
@@ -201,7 +203,7 @@ COMMANDS = {
     "python -m runner hparams_search=poly_adam_lr": Run(),
     "python -m runner hparams_search=puzzle_nadam hydra/launcher=joblib": Run(),
     "python -m runner -m hydra/sweeper=optuna hydra.sweeper.n_trials=30 'optim.lr=tag(log,interval(1e-5,1))' 'optim.momentum=interval(0,0.99)' optim=sgd":
-        Run(),
+        Run(xfail=OPTUNA_SGD),
     # Reports
     "python -m runner report": Run(before=(MAIN,)),
     "python -m runner report --parent RUN_ID": Run(before=(SEEDS,)),

@@ -89,12 +89,14 @@ def my_points(tmp: Path) -> None:
 
 
 def strd_copy(tmp: Path) -> None:
-    shutil.copy(REPO / "plugins" / "problems" / "nist_nls_data" / "MGH09.dat", tmp / "MyStRDfile.dat")
+    from runner_plugins.problems.nist import NLS_DATA
+
+    shutil.copy(NLS_DATA / "MGH09.dat", tmp / "MyStRDfile.dat")
 
 
 def curve_files(tmp: Path) -> None:
-    from plugins.problems.nist import NLS_DATA
-    from plugins.problems.strd_nls import read_strd_nls
+    from runner_plugins.problems.nist import NLS_DATA
+    from runner_plugins.problems.strd_nls import read_strd_nls
 
     m = read_strd_nls(NLS_DATA / "Misra1a.dat")
     (tmp / "points.csv").write_text("x,y\n" + "\n".join(f"{float(a)!r},{float(b)!r}" for a, b in zip(m.columns["x"], m.columns["y"])) + "\n")

@@ -7,12 +7,28 @@ import sys
 from pathlib import Path
 
 import pytest
+from inprocess import needs_process, run_in_process
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_cli(cwd: Path, *overrides: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m runner OVERRIDES` started in `cwd`, so the default store is cwd/mlflow.db."""
+def run_cli(cwd: Path, *overrides: str, env: dict | None = None, timeout: float = 300,
+            process: bool | None = None) -> subprocess.CompletedProcess:
+    """`python -m runner OVERRIDES` started in `cwd`, so the default store is cwd/mlflow.db.
+
+    Runs the real entry point inside the test process (tests/inprocess.py: same output, return
+    code and record, without a new interpreter per call), or in a real process where the call's
+    meaning needs one: `process=True`, an environment that changes what the interpreter imports
+    (PYTHONPATH, ...), a launcher that starts workers, or RUNNER_TESTS_IN_PROCESS=0 (every call)."""
+    if process is None:
+        process = os.environ.get("RUNNER_TESTS_IN_PROCESS") == "0" or needs_process(overrides, env)
+    if not process:
+        return run_in_process(cwd, overrides, env, timeout)
+    return run_process(cwd, *overrides, env=env, timeout=timeout)
+
+
+def run_process(cwd: Path, *overrides: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m runner OVERRIDES` as a new process started in `cwd`."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run(

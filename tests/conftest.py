@@ -37,6 +37,18 @@ def run_process(cwd: Path, *overrides: str, env: dict | None = None, timeout: fl
     )
 
 
+def need(module: str):
+    """Import a module of an optional extra that a test exercises. The test environment has every
+    extra (README: pip install -e '.[all,test]'), so a missing one fails with that command instead
+    of skipping in silence."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pytest.fail(f"{module} is not installed ({exc}); the tests need every extra: pip install -e '.[all,test]'")
+
+
 def store(cwd: Path):
     from mlflow.tracking import MlflowClient
 

@@ -47,13 +47,15 @@ def needs_process(args, env) -> bool:
     return any(_PROCESS_ENV.search(k) for k in (env or {})) or any(_PROCESS_LAUNCHERS.search(a) for a in args)
 
 
-# -- the spare MLflow helper ------------------------------------------------------------------------
+# -- the MLflow helper, one per test worker ---------------------------------------------------------
 def _helper_class():
     from runner.store.helper import HelperClient
 
     class WarmHelper(HelperClient):
-        """runner.store.helper.HelperClient started before its call is known (tests/warm_helper.py):
-        MLflow is imported while the previous test finishes; `place` tells it where it runs."""
+        """runner.store.helper.HelperClient served by tests/warm_helper.py: one process for all the
+        in-process calls of a test worker. A call hands it to the runner as the prestarted helper;
+        `bind` places it where the call runs; `end` does what a real helper does when its job's
+        process ends, and keeps it for the next call."""
 
         def __init__(self):
             from multiprocessing.connection import Connection
@@ -65,52 +67,55 @@ def _helper_class():
             self._process = subprocess.Popen(
                 # "runner.store.helper" in its command line: runner.sweep_stop tells helpers from workers by it
                 [sys.executable, str(REPO / "tests" / "warm_helper.py"), str(there.fileno()), "runner.store.helper"],
-                pass_fds=(there.fileno(),), stdin=subprocess.PIPE, env=env, start_new_session=True,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                pass_fds=(there.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=env, start_new_session=True,
             )
             there.close()
             self._conn = Connection(here.detach())
             self._lock = threading.Lock()
             self._unanswered = []
             self._failure = None
+            self.call = None  # (launch directory, stdout file, stderr file) of the call using it
             self.placed = False
 
-        def place(self, cwd: str, env: dict, stdout: str, stderr: str) -> None:
-            self._process.stdin.write(json.dumps({"cwd": cwd, "env": env, "stdout": stdout, "stderr": stderr}).encode() + b"\n")
-            self._process.stdin.close()
+        def bind(self, uri: str) -> None:
+            super().bind(uri)
+            cwd, out, err = self.call
+            self._call("_place", cwd, dict(os.environ), out, err)
             self.placed = True
+
+        def end(self) -> bool:
+            """The call is over: close what it left open, as at a process's end. False: unusable."""
+            try:
+                if self.placed:
+                    self._call("_close_abandoned")
+                    self._call("_place", tempfile.gettempdir(), dict(os.environ), os.devnull, os.devnull)
+                self.placed = False
+                return self._process.poll() is None
+            except Exception:
+                return False
 
         def discard(self) -> None:
             try:
-                if not self.placed:
-                    self._process.stdin.close()
-                self._conn.close()
-                self._process.wait(10)
+                self.close(timeout=10)
             except Exception:
                 self._process.kill()
 
     return WarmHelper
 
 
-_warm = None  # the spare for the next call
+_warm = None  # this worker's helper
 
 
-def _take_spare():
+def _the_helper():
     global _warm
-    if _warm is None:
+    if _warm is None or _warm._process.poll() is not None:
         _warm = _helper_class()()
-    spare, _warm = _warm, None
-    return spare
-
-
-def _prestart_spare() -> None:
-    global _warm
-    if _warm is None:
-        _warm = _helper_class()()
+    return _warm
 
 
 @atexit.register
-def _discard_spare() -> None:
+def _discard_helper() -> None:
     if _warm is not None:
         _warm.discard()
 
@@ -134,7 +139,6 @@ class _ProcessState:
                         if isinstance(lg, logging.Logger)}
         self.logging_disable = logging.root.manager.disable
         self.raise_exceptions = logging.raiseExceptions
-        self.threads = set(threading.enumerate())
         import torch
 
         self.dtype = torch.get_default_dtype()
@@ -166,9 +170,6 @@ class _ProcessState:
         if "torch._dynamo" in sys.modules:  # compiled frames and recompile counts are per process
             torch._dynamo.reset()
         _reset_runner_state()
-        for thread in set(threading.enumerate()) - self.threads:  # a writer still flushing: let it end
-            if not thread.daemon:
-                thread.join(30)
 
     def _restore_logging(self) -> None:
         current = [("", logging.getLogger()), *logging.Logger.manager.loggerDict.items()]
@@ -204,23 +205,30 @@ def _reset_runner_state() -> None:
     sweep._Sweeps.outcome = None
     sweep_stop._stopping = False
     local._clients.clear()
+    import store_template
+
+    store_template.forget_engines()
     helper._helpers.clear()
     helper._spare = None
 
 
-def _close_helpers(spare) -> None:
-    """What runner.store.helper's atexit hook does at the end of a process: every helper this call
-    used leaves once its requests are answered (and closes any run left open, as for a process
-    that died). The spare, unused, is kept for the next call."""
+def _close_helpers(warm) -> None:
+    """What runner.store.helper's atexit hook does at the end of a process: every helper the call
+    used leaves once its requests are answered (closing any run left open, as for a process that
+    died). The worker's own helper does the same and stays."""
+    global _warm
     from runner.store import helper
 
     for client in {id(c): c for c in [*helper._helpers.values(), helper._spare]}.values():
-        if client is None or client is spare and not spare.placed:
+        if client is None or client is warm:
             continue
         try:
             client.close(timeout=30)
         except Exception:
             pass
+    if not warm.end():
+        warm.discard()
+        _warm = None
 
 
 # -- the call ---------------------------------------------------------------------------------------
@@ -237,6 +245,10 @@ def _warm_up() -> None:
 
         Plugins.instance()
         import runner.__main__  # noqa: F401
+        import store_template
+
+        store_template.install()
+        _the_helper()
         import torch  # noqa: F401
 
         _warmed_up = True
@@ -255,18 +267,18 @@ def run_in_process(cwd: Path, args: tuple[str, ...], env: dict | None, timeout: 
         files = [os.open(p, os.O_RDWR | os.O_CREAT | os.O_APPEND) for p in paths]
         saved_fds = [os.dup(1), os.dup(2)]
         saved_streams = sys.stdout, sys.stderr
-        spare = _take_spare()
+        warm = _the_helper()
         code = 0
         try:
             os.environ.update({"PYTHONUNBUFFERED": "1", **(env or {})})
             os.environ.pop("MLFLOW_TRACKING_URI", None)
             os.chdir(cwd)
-            spare.placed = False
             os.dup2(files[0], 1)
             os.dup2(files[1], 2)
             sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
             sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
-            _place_on_use(spare, str(cwd), paths)
+            warm.call = (str(cwd), *paths)
+            helper._spare = warm  # prestarted, as runner.store.helper.prestart() would
             faulthandler.dump_traceback_later(timeout, exit=True, file=saved_fds[1])  # a hung call: its stacks, then the worker ends
             try:
                 code = _call(entry.main, list(args))
@@ -274,7 +286,7 @@ def run_in_process(cwd: Path, args: tuple[str, ...], env: dict | None, timeout: 
                 faulthandler.cancel_dump_traceback_later()
                 sys.stdout.flush()
                 sys.stderr.flush()
-                _close_helpers(spare)
+                _close_helpers(warm)
         finally:
             sys.stdout, sys.stderr = saved_streams
             os.dup2(saved_fds[0], 1)
@@ -282,48 +294,8 @@ def run_in_process(cwd: Path, args: tuple[str, ...], env: dict | None, timeout: 
             for fd in (*saved_fds, *files):
                 os.close(fd)
             state.restore()
-            if not spare.placed:
-                _put_back(spare)
-            else:
-                _prestart_spare()  # MLflow imports in it while the test reads the record
         out, err = (Path(p).read_bytes().decode("utf-8", "replace") for p in paths)
     return subprocess.CompletedProcess([sys.executable, "-m", "runner", *args], code, out, err)
-
-
-def _place_on_use(spare, cwd: str, paths: list[str]) -> None:
-    """The runner takes the prestarted helper when it first needs one (runner.store.helper:
-    prestart/helper_for); the spare learns its place when bound, with the environment the call
-    has then (a real helper inherits the job's at its start, which is where prestart() runs)."""
-    from runner.store import helper
-
-    helper._spare = spare
-    bind = spare.bind
-
-    def bind_here(uri: str) -> None:
-        if not spare.placed:
-            spare.place(cwd, dict(os.environ), *paths)
-        bind(uri)
-
-    spare.bind = bind_here
-    spare._call_unbound = spare._call
-
-    def call_here(name, *a, **k):
-        if not spare.placed:
-            spare.place(cwd, dict(os.environ), *paths)
-        return spare._call_unbound(name, *a, **k)
-
-    spare._call = call_here
-
-
-def _put_back(spare) -> None:
-    global _warm
-    for name in ("bind", "_call"):
-        spare.__dict__.pop(name, None)
-    spare.__dict__.pop("_call_unbound", None)
-    if _warm is None:
-        _warm = spare
-    else:
-        spare.discard()
 
 
 def _call(main, argv: list[str]) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import all_runs, run_cli
+from conftest import all_runs, run_cli, need
 
 pytestmark = [
     pytest.mark.cuda,
@@ -109,7 +109,7 @@ def test_compile_on_cuda(workdir):
 
 
 def test_joblib_sweep_on_one_gpu(workdir):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    need("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli(workdir, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", CUDA, "trainer.seed=range(4)", "trainer.steps=200")
     assert proc.returncode == 0 and "re-initialize CUDA" not in proc.stderr, proc.stderr[-3000:]
     children = [r for r in all_runs(workdir) if r.data.tags.get("sweep") != "true"]

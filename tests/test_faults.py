@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, run_cli, store
+from conftest import all_runs, run_cli, store, need
 
 from runner.store.uri import store_lock
 
@@ -233,7 +233,7 @@ def test_unreachable_server_fails_fast(workdir):
 
 
 def test_stress_32_jobs_on_2_workers_fresh_store(workdir):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    need("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli(workdir, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.seed=range(32)",
                    "trainer.steps=300", "trainer.log_every=1", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import REPO, all_runs, run_cli
+from conftest import REPO, all_runs, run_cli, need
 
 from runner_plugins.optimizers.lstsq import LstSq
 from runner_plugins.problems import least_squares
@@ -164,7 +164,7 @@ def test_lstsq_reads_the_reference_from_the_host_once():
 # -- GPU launcher presets -------------------------------------------------------------------------
 @pytest.mark.parametrize("preset, address", [("ray_gpu", None), ("ray_cluster_gpu", "${oc.env:RAY_ADDRESS,auto}")])
 def test_ray_gpu_presets_ask_for_a_gpu(preset, address):
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    need("hydra_plugins.hydra_ray_launcher")
     proc = subprocess.run([sys.executable, "-m", "runner", "--cfg", "hydra", "--package", "hydra.launcher", f"hydra/launcher={preset}"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import all_runs, run_cli, store
+from conftest import all_runs, run_cli, store, need
 
 STEPS = 200  # loss points per finished child: 0, 10, ..., 190 and the final loss at 200
 POINTS = STEPS // 10 + 1
@@ -82,7 +82,7 @@ def test_bad_input_in_one_job_does_not_stop_the_others(workdir):
 
 
 def test_joblib_two_workers_fresh_store(workdir):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    need("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli(workdir, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                    "problem=poly,puzzle", "optim=adam,sgd,lbfgs,nadam", f"trainer.steps={STEPS}")
     parent, _ = check_sweep(workdir, proc, 8)
@@ -91,7 +91,7 @@ def test_joblib_two_workers_fresh_store(workdir):
 
 
 def test_submitit_local(workdir):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    need("hydra_plugins.hydra_submitit_launcher")
     proc = run_cli(workdir, "-m", "hydra/launcher=submitit_local", "problem=poly,puzzle", "optim=adam,sgd", f"trainer.steps={STEPS}")
     parent, _ = check_sweep(workdir, proc, 4)
     assert parent.data.tags["hydra_launcher"] == "submitit_local"
@@ -104,7 +104,7 @@ def free_port() -> int:
 
 
 def test_ray_cluster_on_loopback(workdir):
-    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    need("hydra_plugins.hydra_ray_launcher")
     ray = shutil.which("ray", path=os.path.dirname(sys.executable))
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -124,7 +124,7 @@ def test_ray_cluster_on_loopback(workdir):
 
 
 def test_optuna_search_records_trials_and_best(workdir):
-    pytest.importorskip("optuna")
+    need("optuna")
     # SGD's learning rate over 7 decades: the large ones diverge, and the search goes on.
     proc = run_cli(workdir, "hparams_search=poly_adam_lr", "optim=sgd", "hydra.sweeper.n_trials=8",
                    "hydra.sweeper.sampler=random", "hydra.sweeper.params={optim.lr: 'tag(log, interval(1e-8, 0.1))'}")
@@ -143,7 +143,7 @@ def test_optuna_search_records_trials_and_best(workdir):
 
 
 def test_parallel_sweep_against_a_tracking_server(workdir):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    need("hydra_plugins.hydra_joblib_launcher")
     from mlflow.tracking import MlflowClient
 
     port = free_port()

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import all_runs, run_cli
+from conftest import all_runs, run_cli, need
 
-pytorch_optimizer = pytest.importorskip("pytorch_optimizer", reason="the zoo extra: pip install -e '.[zoo]'")
+pytorch_optimizer = need("pytorch_optimizer")
 
 from runner_plugins.optimizers import zoo  # noqa: E402
 from runner_plugins.problems.poly import Poly  # noqa: E402

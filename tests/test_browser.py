@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import all_runs, run_cli
 
+pytestmark = pytest.mark.slow  # a sweep, an mlflow server and Chromium
+
 CHROMIUM = os.environ.get("RUNNER_CHROMIUM", "/usr/bin/chromium")
 # Flags this machine needs: no sandbox as root, and no calls home (the network is closed).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, all_runs, run_cli
 
+pytestmark = pytest.mark.slow  # each call a real process: the example plugins are installed on PYTHONPATH
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):

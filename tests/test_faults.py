@@ -17,6 +17,8 @@ from conftest import all_runs, run_cli, store, need
 
 from runner.store.uri import store_lock
 
+pytestmark = pytest.mark.slow  # real processes: signals, kills, servers, parallel workers
+
 LONG = ["trainer.steps=100000000", "trainer.progress=lines"]
 
 

@@ -8,6 +8,8 @@ from conftest import REPO
 
 from benchmarks import gpu
 
+pytestmark = pytest.mark.slow  # runs benchmarks.gpu as a process
+
 
 def _gpu_check(*args, cuda_hidden=True, timeout=600):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

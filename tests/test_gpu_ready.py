@@ -162,6 +162,7 @@ def test_lstsq_reads_the_reference_from_the_host_once():
 
 
 # -- GPU launcher presets -------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, address", [("ray_gpu", None), ("ray_cluster_gpu", "${oc.env:RAY_ADDRESS,auto}")])
 def test_ray_gpu_presets_ask_for_a_gpu(preset, address):
     need("hydra_plugins.hydra_ray_launcher")

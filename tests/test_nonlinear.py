@@ -227,10 +227,7 @@ def test_cli_records_evaluations_beside_steps_and_seconds(tmp_path):
     assert all(a <= b for (_, a), (_, b) in zip(history["evals"], history["evals"][1:]))
     assert run.data.metrics["evals"] == history["evals"][-1][1] == run.data.metrics["loss_evals"] + run.data.metrics["grad_evals"]
     # python -m runner accuracy: our digits and evaluations, and scipy's on the same instance
-    import subprocess
-    import sys
-
-    table = subprocess.run([sys.executable, "-m", "runner", "accuracy"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    table = run_cli(tmp_path, "accuracy")
     assert table.returncode == 0, table.stderr
     header, _, row, *summary = table.stdout.strip().splitlines()
     assert header == "| dataset | lm, 20 steps | scipy least_squares lm, 2-point Jacobian | scipy least_squares trf, 2-point Jacobian |"

@@ -107,6 +107,7 @@ def store_tags(tmp_path, run_id):
     return store(tmp_path).get_run(run_id).data.tags
 
 
+@pytest.mark.slow
 def test_the_helper_leaves_when_its_job_closes_or_dies(tmp_path):
     rec = Recorder()
     rec.bind(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -135,6 +136,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has left; only its parent's wait is missing
 
 
+@pytest.mark.slow
 def test_the_job_process_never_imports_mlflow(tmp_path):
     """`-X importtime` lists every module the job's own process imports (the helper is started
     without it): torch and hydra, never mlflow."""
@@ -150,6 +152,7 @@ def test_the_job_process_never_imports_mlflow(tmp_path):
     assert {f.path for f in store(tmp_path).list_artifacts(run.info.run_id)} >= {"loss_curve.png", "fit.png", "result.json"}
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_terminal_reaches_the_job_not_its_helper(tmp_path):
     """The helper has a session of its own: a terminal's SIGINT goes to the job's process group only."""
     job = subprocess.Popen([sys.executable, "-c", "from runner.store.helper import HelperClient as Recorder; import time\n"
@@ -165,6 +168,7 @@ def test_ctrl_c_in_the_terminal_reaches_the_job_not_its_helper(tmp_path):
     assert job.returncode != 0
 
 
+@pytest.mark.slow
 def test_a_forked_process_gets_a_helper_of_its_own(tmp_path):
     from runner.store import helper as module
 

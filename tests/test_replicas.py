@@ -75,6 +75,7 @@ def test_replicas_are_recorded_in_one_run(workdir):
     assert {"coef_error", "coef_error_max", "final_loss_min", "final_loss_max"} <= set(run.data.metrics)
 
 
+@pytest.mark.slow
 def test_help_imports_neither_torch_nor_mlflow():
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "poly" in proc.stdout and "Subcommands" in proc.stdout

@@ -81,6 +81,7 @@ def test_bad_input_in_one_job_does_not_stop_the_others(workdir):
     assert "learning rate" in bad.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_joblib_two_workers_fresh_store(workdir):
     need("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli(workdir, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -90,6 +91,7 @@ def test_joblib_two_workers_fresh_store(workdir):
     assert "database is locked" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_submitit_local(workdir):
     need("hydra_plugins.hydra_submitit_launcher")
     proc = run_cli(workdir, "-m", "hydra/launcher=submitit_local", "problem=poly,puzzle", "optim=adam,sgd", f"trainer.steps={STEPS}")
@@ -103,6 +105,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ray_cluster_on_loopback(workdir):
     need("hydra_plugins.hydra_ray_launcher")
     ray = shutil.which("ray", path=os.path.dirname(sys.executable))
@@ -123,6 +126,7 @@ def test_ray_cluster_on_loopback(workdir):
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_optuna_search_records_trials_and_best(workdir):
     need("optuna")
     # SGD's learning rate over 7 decades: the large ones diverge, and the search goes on.
@@ -142,6 +146,7 @@ def test_optuna_search_records_trials_and_best(workdir):
     assert "best_params" in results and "failed_trials" in results
 
 
+@pytest.mark.slow
 def test_parallel_sweep_against_a_tracking_server(workdir):
     need("hydra_plugins.hydra_joblib_launcher")
     from mlflow.tracking import MlflowClient

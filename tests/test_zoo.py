@@ -219,6 +219,7 @@ def test_cli_config_types_and_refusals(workdir):
     assert all_runs(workdir) == []
 
 
+@pytest.mark.slow
 def test_without_the_extra_the_message_names_it(workdir, tmp_path):
     block = tmp_path / "block"
     block.mkdir()
@@ -232,6 +233,7 @@ def test_without_the_extra_the_message_names_it(workdir, tmp_path):
     assert run_cli(workdir, "optim=adam", "trainer.steps=5", env=env).returncode == 0
 
 
+@pytest.mark.slow
 def test_help_lists_the_zoo_without_importing_it():
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "--help"], capture_output=True, text=True)
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
@@ -241,6 +243,7 @@ def test_help_lists_the_zoo_without_importing_it():
     assert "lion*" in listing and "adahessian" in listing and "refused here (5)" in listing and "lomo:" in listing
 
 
+@pytest.mark.slow
 def test_a_plain_run_does_not_import_the_zoo(workdir):
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "trainer.steps=5", "trainer.progress=off"],
                           cwd=workdir, capture_output=True, text=True)

@@ -18,10 +18,8 @@ calls go to a real process: see `needs_process`.
 from __future__ import annotations
 
 import atexit
-import copy
 import faulthandler
 import io
-import json
 import logging
 import os
 import re
@@ -277,7 +275,7 @@ def run_in_process(cwd: Path, args: tuple[str, ...], env: dict | None, timeout: 
             os.dup2(files[1], 2)
             sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
             sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", write_through=True)
-            warm.call = (str(cwd), *paths)
+            warm.call = (os.getcwd(), *paths)
             helper._spare = warm  # prestarted, as runner.store.helper.prestart() would
             faulthandler.dump_traceback_later(timeout, exit=True, file=saved_fds[1])  # a hung call: its stacks, then the worker ends
             try:

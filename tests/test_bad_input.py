@@ -41,6 +41,7 @@ def test_bad_data_file_content(workdir):
     assert proc.returncode == 2 and "row 3" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_input_loses_nothing_already_recorded(workdir):
     assert run_cli(workdir, "trainer.steps=20").returncode == 0
     assert run_cli(workdir, "optim.lr=-1").returncode != 0

@@ -28,6 +28,7 @@ def test_fused_loss_and_gradient_match_the_design_matrix_in_float64(basis):
     torch.testing.assert_close(g_fused, g_eager, rtol=1e-11, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_compiled_fused_loss_matches_eager_in_float64():
     p = _small_fused("chebyshev")
     params = p.initial_params(torch.Generator().manual_seed(2), torch.device("cpu"), torch.float64)
@@ -41,6 +42,7 @@ def test_compiled_fused_loss_matches_eager_in_float64():
     torch.testing.assert_close(g_c, g_e, rtol=1e-11, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_trainer_compile_true_records_compile_seconds_apart(workdir):
     eager = run_cli(workdir, "trainer.steps=200", "trainer.compile=false", "tracking.run_name=eager")
     compiled = run_cli(workdir, "trainer.steps=200", "trainer.compile=true", "tracking.run_name=compiled")

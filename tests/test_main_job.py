@@ -62,6 +62,7 @@ def test_puzzle_satisfies_all_four_equations(workdir):
     assert abs(sol["A"] + sol["C"] - 8) < 1e-3 and abs(sol["B"] - sol["D"] - 2) < 1e-3
 
 
+@pytest.mark.slow
 def test_tutorial_presets_replay_the_tutorial(workdir):
     proc = run_cli(workdir, "experiment=tutorial_poly")
     assert proc.returncode == 0, proc.stderr

@@ -73,6 +73,7 @@ def test_lbfgs_with_its_defaults_reaches_its_target(name):
     assert solve(name, lambda p, problem: LBFGS(p), steps=100) >= LBFGS_TARGET[name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["Pontius", "Wampler1"])
 def test_adam_with_a_schedule_needs_the_well_conditioned_basis(name):
     from runner_plugins.schedulers.torch_schedulers import cosine

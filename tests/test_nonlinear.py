@@ -211,6 +211,7 @@ def test_cli_refuses_lm_without_residuals_and_bad_formulas(tmp_path):
     assert r.returncode == 2 and "b1*__import__(x)" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_records_evaluations_beside_steps_and_seconds(tmp_path):
     r = run_cli(tmp_path, "problem=nist", "problem.dataset=Misra1a", "problem.start=2", "optim=lm", "trainer.steps=20",
                 "trainer.log_every=1")

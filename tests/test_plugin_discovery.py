@@ -49,6 +49,7 @@ def third_party(tmp_path):
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_listed_and_runs(workdir, third_party):
     help_text = run_cli(workdir, "--help", env=third_party).stdout
     assert "rosenbrock" in help_text and "mysgd" in help_text and "poly" in help_text
@@ -62,6 +63,7 @@ def test_installed_plugin_is_listed_and_runs(workdir, third_party):
     assert runs["mysgd"].data.params["problem.b"] == "10.0" and runs["mysgd"].data.params["optim.lr"] == "0.001"
 
 
+@pytest.mark.slow
 def test_installed_plugin_arguments_are_checked(workdir, third_party):
     proc = run_cli(workdir, "problem=rosenbrock", "problem.b=-1", env=third_party)
     assert proc.returncode == 2 and "problem.b must be > 0" in proc.stderr
@@ -108,6 +110,7 @@ def third_party_sources(tmp_path):
     return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.slow
 def test_plugin_source_offers_many_without_shadowing_builtins(workdir, third_party_sources):
     help_text = run_cli(workdir, "--help", env=third_party_sources).stdout
     assert "optim=toy.NAME" in help_text and "two toy optimisers" in help_text and "cannot tell" in help_text

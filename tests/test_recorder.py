@@ -24,6 +24,7 @@ def recorder(tmp_path):
     rec.close()
 
 
+@pytest.mark.slow
 def test_calls_reach_the_store_as_a_client_of_its_own_would_leave_them(recorder, tmp_path):
     exp = recorder.open_experiment("runner")
     assert recorder.open_experiment("runner") == exp  # found, not created twice
@@ -44,6 +45,7 @@ def test_calls_reach_the_store_as_a_client_of_its_own_would_leave_them(recorder,
     assert recorder.finished_run(exp, "nohash") is None
 
 
+@pytest.mark.slow
 def test_errors_come_back_with_mlflows_message_and_the_helper_carries_on(recorder, tmp_path):
     exp = recorder.open_experiment("runner")
     with pytest.raises(StoreError, match="0123456789abcdef"):
@@ -55,6 +57,7 @@ def test_errors_come_back_with_mlflows_message_and_the_helper_carries_on(recorde
     assert recorder.create_run(exp, "after", {})  # still answering
 
 
+@pytest.mark.slow
 def test_a_figure_that_cannot_be_drawn_is_a_warning_not_a_store_failure(recorder, tmp_path, caplog):
     exp = recorder.open_experiment("runner")
     recorder.draw_loss_curve([(0, 1.0), (10, 0.5)], str(tmp_path / "ok.png"), "fine")
@@ -65,6 +68,7 @@ def test_a_figure_that_cannot_be_drawn_is_a_warning_not_a_store_failure(recorder
     assert any("loss curve" in r.message and "dir.png" in r.message for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_a_call_sent_without_waiting_reports_its_failure_with_the_next_call(recorder):
     exp = recorder.open_experiment("runner")
     run_id = recorder.create_run(exp, "r", {})
@@ -77,6 +81,7 @@ def test_a_call_sent_without_waiting_reports_its_failure_with_the_next_call(reco
     recorder.set_terminated(run_id, "FINISHED")
 
 
+@pytest.mark.slow
 def test_a_figure_that_raises_leaves_a_finished_record_and_says_why(recorder, tmp_path, caplog):
     from types import SimpleNamespace
 

@@ -61,6 +61,7 @@ def test_coupled_optimiser_runs_replicas_in_sequence():
     assert len(result.final_losses) == 2
 
 
+@pytest.mark.slow
 def test_replicas_are_recorded_in_one_run(workdir):
     proc = run_cli(workdir, "trainer.replicas=4", "trainer.steps=200")
     assert proc.returncode == 0, proc.stderr

@@ -6,6 +6,8 @@ import shutil
 import statistics
 from pathlib import Path
 
+import pytest
+
 from conftest import all_runs, run_cli, store
 
 from runner.report import RunData, cost_tables, judge, label, leaderboard
@@ -43,6 +45,7 @@ def _read_csv(path: Path) -> dict:
         return {(row["problem"], row["solver"]): row for row in csv.DictReader(fh)}
 
 
+@pytest.mark.slow
 def test_sweep_attaches_a_report_that_matches_the_store(workdir):
     proc = run_cli(workdir, *SWEEP)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # sgd diverges on poly: failed jobs
@@ -77,6 +80,7 @@ def test_sweep_attaches_a_report_that_matches_the_store(workdir):
     assert "diverged" in page  # the failed runs with their reasons
 
 
+@pytest.mark.slow
 def test_report_command_on_an_old_store_elsewhere(workdir, tmp_path_factory):
     """Logged earlier, moved, read through tracking.uri: only what MLflow holds is used."""
     assert run_cli(workdir, "-m", "optim=adam,nadam", "trainer.seed=0,1,2", "trainer.steps=150").returncode == 0

@@ -47,6 +47,7 @@ def check_sweep(cwd, proc, n_jobs, client=None, failed_overrides=("optim=sgd",))
     return parent, children
 
 
+@pytest.mark.slow
 def test_basic_sweep_groups_children_under_a_parent(workdir):
     proc = run_cli(workdir, "-m", "problem=poly,puzzle", "optim=adam,sgd,lbfgs", f"trainer.steps={STEPS}")
     parent, children = check_sweep(workdir, proc, 6)
@@ -71,6 +72,7 @@ def test_basic_sweep_groups_children_under_a_parent(workdir):
     assert sorted(os.listdir(sweep_dir))[:6] == ["0", "1", "2", "3", "4", "5"]
 
 
+@pytest.mark.slow
 def test_bad_input_in_one_job_does_not_stop_the_others(workdir):
     proc = run_cli(workdir, "-m", "optim.lr=0.1,-1", f"trainer.steps={STEPS}")
     assert proc.returncode == 1

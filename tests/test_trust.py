@@ -51,6 +51,7 @@ def test_logging_factories_in_config_files_are_checked_too():
                                                       "handlers": {"h": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}}}}}))
 
 
+@pytest.mark.slow
 def test_the_runners_own_callbacks_still_work(workdir):
     proc = run_cli(workdir, "-m", "trainer.seed=0,1", "trainer.steps=3",
                    "+hydra.callbacks.log._target_=hydra.experimental.callbacks.LogJobReturnCallback")

@@ -57,6 +57,7 @@ def zoo_signature(factory) -> set:
     return set(inspect.signature(factory).parameters)
 
 
+@pytest.mark.slow
 def test_every_registered_optimiser_runs_or_is_refused_with_its_reason():
     """200 steps of poly at its defaults: FINISHED, or FAILED as diverged, or refused with a reason."""
     names = pytorch_optimizer.get_supported_optimizers()
@@ -154,6 +155,7 @@ def test_hessian_methods_get_a_backward_that_keeps_its_graph():
     assert job.run(steps=200).final_loss < 1e-3
 
 
+@pytest.mark.slow
 def test_matrix_methods_run_on_matrices():
     """Muon on a problem with a matrix parameter: its method on the matrix, AdamW on the bias."""
 
@@ -186,6 +188,7 @@ def test_names_never_shadow_builtins():
 
 
 # -- through the real CLI -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_sweep_records_each_outcome(workdir):
     proc = run_cli(workdir, "-m", "optim=lion,zoo.adahessian,schedulefreeadamw,muon,lomo,zoo.sgd,ranger21",
                    "optim.lr=0.5", "trainer.steps=200")
@@ -202,6 +205,7 @@ def test_cli_sweep_records_each_outcome(workdir):
     assert all(r.info.status != "RUNNING" for r in all_runs(workdir))
 
 
+@pytest.mark.slow
 def test_cli_config_types_and_refusals(workdir):
     proc = run_cli(workdir, "--cfg", "job", "--package", "optim", "optim=lion")
     assert proc.returncode == 0 and "_name_: zoo.lion" in proc.stdout and "lr: 0.0001" in proc.stdout

@@ -73,6 +73,7 @@ def test_full_disk_under_the_store_keeps_every_point_for_sync(workdir, tmpfs):
     assert run.info.status == "FINISHED" and steps_in_store(workdir, run.info.run_id, other) == list(range(30001))
 
 
+@pytest.mark.slow
 def test_read_only_store_is_one_clear_paragraph(workdir):
     """A store on a read-only filesystem (a bind mount; permissions do not bind root)."""
     assert run_cli(workdir, "trainer.steps=3").returncode == 0  # a store with its tables and a run

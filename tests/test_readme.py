@@ -131,7 +131,7 @@ INSTALLED = ".ci/run: pip install -q -e '.[all,test]'"  # every extra; the wheel
 
 COMMANDS = {
     # Quickstart
-    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m runner problem=poly optim=adam":
+    "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && .venv/bin/pip install -e '.[all,test]' && .venv/bin/python -m runner problem=poly optim=adam":
         Elsewhere((".ci/run: python3 -m venv", INSTALLED), "a fresh venv and install: CI; its last part is the next command"),
     ".venv/bin/python -m pytest -n auto": Elsewhere((".ci/run: .venv/bin/python -m pytest -n auto",), "the suite itself, in CI"),
     "mlflow ui --backend-store-uri sqlite:///mlflow.db": Serve(),
@@ -223,6 +223,7 @@ COMMANDS = {
     "python -m benchmarks.gpu --dry-run": Run(slow=False),
     "python -m benchmarks.gpu --device cpu --quick": Elsewhere(("tests/test_gpu_check.py::test_smoke_run_on_the_cpu",)),
     # Tests
+    '.venv/bin/python -m pytest -n auto -m "not slow"': Run(slow=False),
     ".venv/bin/python -m pytest tests/test_main_job.py -k poly": Run(slow=False),
 }
 

@@ -44,6 +44,7 @@ def launch(argv: list[str]) -> None:
         prestart()  # MLflow's import, in the helper, overlaps Hydra's composition and torch's import
     configs.register(argv)
     _check_source_names(argv)
+    _check_overrides(argv)
     from runner import trust
 
     trust.install()  # hydra.* nodes that Hydra would instantiate are checked first (runner/trust.py)
@@ -64,6 +65,19 @@ def launch(argv: list[str]) -> None:
     outcome = sweep.outcome()
     if outcome is not None and outcome.status != "FINISHED":
         sys.exit(1)  # some job failed: the summary above lists which and why
+
+
+def _check_overrides(argv: list[str]) -> None:
+    """Keys, plugin names and values of every override (every job of a sweep), before Hydra makes a
+    folder or a sweep opens its parent run (runner/override_check.py)."""
+    from runner import override_check
+    from runner.errors import UserError
+
+    try:
+        override_check.check(argv)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 def _check_source_names(argv: list[str]) -> None:

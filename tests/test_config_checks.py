@@ -1,0 +1,134 @@
+"""No silent mistakes in the config: a key that is not part of the schema, a plugin name that is not
+registered, a value of the wrong type, anywhere in a run or a sweep, is refused before anything is
+run, made or recorded; a run is named from the values it used; `--cfg job` shows the defaults used."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, all_runs, run_cli
+
+
+def _nothing_left(workdir):
+    assert all_runs(workdir) == []
+    for folder in ("outputs", "multirun"):
+        assert not (workdir / folder).exists() or not any((workdir / folder).rglob("*")), f"{folder} left behind"
+
+
+REFUSED = [
+    # (overrides, the key named, the nearest valid key suggested)
+    (["+lr=0.01", "trainer.steps=10"], "'lr'", "did you mean optim.lr?"),
+    (["+trainer.step=500"], "'trainer.step'", "did you mean trainer.steps?"),
+    (["trainer.step=500"], "'trainer.step'", "did you mean trainer.steps?"),
+    (["++trainer.stepz=5"], "'trainer.stepz'", "did you mean trainer.steps?"),
+    (["+seed=3"], "'seed'", "did you mean trainer.seed?"),
+    (["+problem.n_sample=5"], "'problem.n_sample'", "did you mean problem.n_samples?"),
+    (["optim=sgd", "optim.betas=[0.8,0.9]"], "'optim.betas'", "sgd has no argument 'betas'"),
+    (["tracking.experimnt=x"], "'tracking.experimnt'", "did you mean tracking.experiment?"),
+]
+
+
+@pytest.mark.parametrize("overrides, key, hint", REFUSED, ids=[" ".join(c[0]) for c in REFUSED])
+def test_a_key_outside_the_schema_is_refused_with_or_without_plus(workdir, overrides, key, hint):
+    proc = run_cli(workdir, *overrides)
+    message = proc.stderr + proc.stdout
+    assert proc.returncode == 2, message
+    assert key in message and hint in message.lower(), message
+    assert "Traceback" not in message and "To append" not in message and "+x" not in message
+    assert len(proc.stderr.strip().splitlines()) == 1, message  # one paragraph
+    _nothing_left(workdir)
+
+
+def test_hydra_keys_are_left_to_hydra(workdir):
+    proc = run_cli(workdir, "trainer.steps=5", "hydra.run.dir=here", "hydra.job.name=x")
+    assert proc.returncode == 0, proc.stderr
+    assert (workdir / "here" / "result.json").exists()
+
+
+def test_a_run_is_named_from_the_values_used(workdir):
+    for lr in ("1e-2", "0.01"):
+        assert run_cli(workdir, f"optim.lr={lr}", "trainer.steps=5", "trainer.tol=1").returncode == 0
+    names = {r.info.run_name for r in all_runs(workdir)}
+    # 1e-2 and 0.01 are the same value; tol=1 is converted to the float it is
+    assert names == {"poly-adam-lr=0.01-steps=5-tol=1.0"}, names
+
+
+def test_a_run_named_after_the_plugin_used(workdir):
+    proc = run_cli(workdir, "experiment=tutorial_puzzle", "optim=adam", "trainer.steps=5")
+    assert proc.returncode == 0, proc.stderr
+    [run] = all_runs(workdir)
+    assert run.info.run_name.split("-")[:3] == ["tutorial_puzzle", "puzzle", "adam"], run.info.run_name
+
+
+SWEEPS_REFUSED = [
+    (["optim=adam,adma"], ["'adma'", "closest first: adamax, adam"]),
+    (["problem=poly,polly"], ["'polly'", "closest first: poly"]),
+    (["sched=cosine,cosin"], ["'cosin'", "cosine"]),
+    (["experiment=tutorial_poly,tutorial_pol"], ["'tutorial_pol'", "tutorial_poly"]),
+    (["trainer.steps=10,ten"], ["trainer.steps", "'ten'", "integer"]),
+    (["trainer.steps=10,0"], ["trainer.steps=0", "at least 1"]),
+    (["optim.lr=0.1,fast"], ["optim.lr", "'fast'", "number"]),
+    (["trainer.step=5,10"], ["'trainer.step'", "did you mean trainer.steps?"]),
+    (["optim=adam,sgd", "optim.momentum=0.9"], ["optim.momentum", "sgd but not of adam"]),
+    (["hparams_search=poly_adam_lr", "hydra.sweeper.params.optim.lrr=interval(0.1,1)"], ["'optim.lrr'", "did you mean optim.lr?"]),
+]
+
+
+@pytest.mark.parametrize("overrides, fragments", SWEEPS_REFUSED, ids=[" ".join(c[0]) for c in SWEEPS_REFUSED])
+def test_a_bad_value_anywhere_in_a_sweep_refuses_the_whole_sweep(workdir, overrides, fragments):
+    proc = run_cli(workdir, "-m", "trainer.steps=5", *overrides) if not overrides[0].startswith("trainer.steps") \
+        else run_cli(workdir, "-m", *overrides)
+    message = proc.stderr + proc.stdout
+    assert proc.returncode == 2, message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "Traceback" not in message and "[job" not in message
+    _nothing_left(workdir)  # no job ran, no parent run was opened
+
+
+def test_a_good_sweep_still_runs(workdir):
+    proc = run_cli(workdir, "-m", "optim=adam,sgd", "trainer.steps=5", "optim.lr=0.01")
+    assert proc.returncode == 0, proc.stderr
+    assert len(all_runs(workdir)) == 3  # the parent and two jobs
+
+
+def test_cfg_job_shows_the_defaults_the_run_uses(workdir):
+    proc = run_cli(workdir, "--cfg", "job", "--package", "problem")
+    assert proc.returncode == 0, proc.stderr
+    assert "coefficients: null" not in proc.stdout, proc.stdout
+    assert "- 1" in proc.stdout and "- 3" in proc.stdout, proc.stdout
+
+
+def test_refused_input_leaves_no_run_folder(workdir):
+    # refused when the job is built, after Hydra made the run folder
+    proc = run_cli(workdir, "problem.n_samples=0")
+    assert proc.returncode == 2, proc.stderr
+    _nothing_left(workdir)
+    assert run_cli(workdir, "trainer.steps=5").returncode == 0
+    assert len(list((workdir / "outputs").glob("*/*"))) == 1  # a run that ran keeps its folder
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_run_exists_says_nothing_was_recorded(workdir):
+    """SIGINT while the problem is being built (a large sample): no run exists yet."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "problem.n_samples=30000000", "problem.degree=12", "trainer.steps=5"],
+                            cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not list(workdir.glob("outputs/*/*/.hydra")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # Hydra made the run folder: the task has started
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    runs = all_runs(workdir)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    if runs:  # the machine was fast enough to create it: then it is KILLED and said so
+        assert "recorded KILLED" in err and [r.info.status for r in runs] == ["KILLED"]
+    else:
+        assert "recorded KILLED" not in err and "nothing was recorded" in err, err

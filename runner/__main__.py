@@ -33,6 +33,9 @@ Trainer and tracking keys (defaults in brackets):
   trainer.check_every [10]  trainer.progress [auto|bar|lines|off]  trainer.replicas [1]
   trainer.compile [auto|true|false]
   tracking.uri [sqlite:///mlflow.db in this directory]  tracking.experiment [runner]
+  tracking.run_name [built]  tracking.skip_finished [false]  tracking.artifacts [true]
+Any other key (with or without +) is refused before anything runs, with the nearest valid one;
+in a sweep, one bad value anywhere refuses the whole sweep (nothing runs). hydra.* is Hydra's.
 {subcommands}
 See every key with its value:  python -m runner --cfg job [OVERRIDES]
 A plugin's arguments:          python -m runner --cfg job --package problem problem=NAME

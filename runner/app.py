@@ -25,9 +25,48 @@ CONF_DIR = _conf_dir()
 
 
 def launch(argv: list[str]) -> None:
+    from runner import signals
+
+    try:
+        main = _prepare(argv)
+    except KeyboardInterrupt as exc:  # importing torch, reading the plugins: before Hydra, before any run
+        _stopped_before_a_run(exc)
+    from runner import sweep, sweep_stop
+
+    sys.argv = [sys.argv[0], *argv]
+    signals.install()  # SIGTERM: the same clean-up as Ctrl-C, runs and the sweep's parent closed KILLED
+    if {"-m", "--multirun"} & set(argv):
+        signals.install_for_sweep(sweep.is_open, sweep_stop.stop_workers)  # parallel workers stopped first
+    try:
+        main()
+    except KeyboardInterrupt as exc:
+        signals.second_interrupt_exits()
+        if not sweep.is_open() and sweep.outcome() is None:
+            _stopped_before_a_run(exc)  # a run's task reports its own interrupts: this one came before any task or sweep
+        sweep.finish(interrupted=True)
+        sweep_stop.kill_leftover_workers()
+        sys.exit(signals.exit_code(exc))
+    finally:
+        sweep.finish()  # closes a sweep's parent when Hydra did not (a job or the sweeper raised)
+    outcome = sweep.outcome()
+    if outcome is not None and outcome.status != "FINISHED":
+        sys.exit(1)  # some job failed: the summary above lists which and why
+
+
+def _stopped_before_a_run(exc: KeyboardInterrupt) -> None:
+    from runner import signals
+
+    kind = "SIGTERM" if isinstance(exc, signals.Terminated) else "Ctrl-C"
+    print(f"Stopped: {kind} during start-up, before any run existed: nothing was recorded.", file=sys.stderr)
+    sys.exit(signals.exit_code(exc))
+
+
+def _prepare(argv: list[str]):
+    """Everything before Hydra runs: the store's helper, the plugins' configs, the checks of the
+    command line. Returns Hydra's entry point."""
     import hydra
 
-    from runner import configs, preflight, signals, sweep, sweep_stop
+    from runner import configs, preflight
     from runner.store.uri import fail_fast_over_http
     from runner.task import hydra_task
 
@@ -48,23 +87,7 @@ def launch(argv: list[str]) -> None:
     from runner import trust
 
     trust.install()  # hydra.* nodes that Hydra would instantiate are checked first (runner/trust.py)
-    main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)
-    sys.argv = [sys.argv[0], *argv]
-    signals.install()  # SIGTERM: the same clean-up as Ctrl-C, runs and the sweep's parent closed KILLED
-    if {"-m", "--multirun"} & set(argv):
-        signals.install_for_sweep(sweep.is_open, sweep_stop.stop_workers)  # parallel workers stopped first
-    try:
-        main()
-    except KeyboardInterrupt as exc:
-        signals.second_interrupt_exits()
-        sweep.finish(interrupted=True)
-        sweep_stop.kill_leftover_workers()
-        sys.exit(signals.exit_code(exc))
-    finally:
-        sweep.finish()  # closes a sweep's parent when Hydra did not (a job or the sweeper raised)
-    outcome = sweep.outcome()
-    if outcome is not None and outcome.status != "FINISHED":
-        sys.exit(1)  # some job failed: the summary above lists which and why
+    return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)
 
 
 def _check_overrides(argv: list[str]) -> None:

@@ -2,7 +2,10 @@
 
 A plugin is found through an entry point (groups `runner.problems`, `runner.optimizers`,
 `runner.schedulers`); see examples/rosenbrock for a complete third-party package. Its
-constructor's keyword arguments, with defaults and annotations, are its config. Inheriting from
+constructor's keyword arguments, with defaults and annotations, are its config. A default must be
+the value the plugin uses, since `--cfg job` shows it: write `coefficients=(1.0, 2.0, 3.0)`, not
+`None` that the constructor then replaces by a constant; `None` means "none", or a rule over other
+arguments or the run that the docstring states (`degree=None`: the truth's degree). Inheriting from
 the classes below is optional (duck typing works the same); they are the written contract and
 give type checkers something to check against. A plugin is checked against this file when it is
 loaded (`check`): a missing required method, a misspelled hook (`metric` for `metrics`), a hook

@@ -75,9 +75,11 @@ class JobContext:
             return {}
         return {"mlflow.parentRunId": self.sweep.run_id, "sweep_job": str(self.job_num), "overrides": " ".join(self.overrides)}
 
-    def run_name(self, problem: str, optim: str, sched: Optional[str] = None, device=None) -> str:
-        """poly-adam-lr=0.1-seed=3: the plugins, then the overrides that differ from the defaults.
-        trainer.device shows the device used (`cuda` and `auto` on a GPU both read `device=cuda:0`)."""
+    def run_name(self, problem: str, optim: str, sched: Optional[str] = None, device=None, used: Optional[dict] = None) -> str:
+        """poly-adam-lr=0.1-seed=3: the plugins used, then the keys the command line set, each with
+        the value the run used (`used`, the resolved config: `lr=1e-2` and `lr=0.01` read alike, an
+        int given for a float reads as the float). trainer.device shows the device used (`cuda` and
+        `auto` on a GPU both read `device=cuda:0`)."""
         parts = [problem, optim] + ([sched] if sched else [])
         for override in self.overrides:
             key, _, value = override.lstrip("+~").partition("=")
@@ -88,5 +90,17 @@ class JobContext:
             elif key != "hparams_search":  # the sweep's parent run carries the preset's name
                 if key == "trainer.device" and device is not None:
                     value = str(device)
+                elif used is not None:
+                    value = _used_value(used, key, value)
                 parts.append(f"{key.rsplit('.', 1)[-1]}={short_value(value)}")
         return "-".join(parts)
+
+
+def _used_value(used: dict, key: str, fallback: str) -> str:
+    """The value at dotted `key` of the resolved config, as text (lists without spaces)."""
+    node: object = used
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return fallback
+        node = node[part]
+    return node if isinstance(node, str) else json.dumps(node, separators=(",", ":"))

@@ -63,3 +63,24 @@ class JobFolder:
                 key, step, value, ts = parts
                 points.append((key, float(value), int(ts), int(step)))
         return points
+
+
+HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
+
+
+def remove_if_only_hydra(folder: Path, job_name: str = "runner") -> bool:
+    """Remove a run folder that holds nothing but what Hydra wrote before the task (its .hydra/
+    files and `JOB.log`), then its parent (the date folder) if that is left empty. Only those
+    files are deleted and only empty folders removed, so a folder with anything else in it (a
+    user's hydra.run.dir=.) keeps all of it."""
+    folder = Path(folder)
+    try:
+        for name in (*HYDRA_FILES, f"{job_name}.log"):
+            path = folder / name
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+        for empty in (folder / ".hydra", folder, folder.parent):
+            empty.rmdir()
+    except OSError:  # not empty (or not ours to remove): what is left stays
+        return False
+    return True

@@ -49,6 +49,8 @@ def check(argv: list[str]) -> None:
     schema = Schema(choices)
     for o in ours:
         schema.check_override(o.key_or_group, o, o.input_line or f"{o.key_or_group}=...")
+    if {"-m", "--multirun"} & set(argv) or any(k == "hydra.mode" for k in (o.key_or_group for o in overrides)):
+        schema.check_plugin_values(ours)
     for key, o in searched:
         try:
             inner = OverridesParser.create().parse_override(f"{key}={o.value()}")
@@ -223,6 +225,35 @@ class Schema:
             return  # trainer={...}: Hydra checks the node against its schema
         raise self.unknown(key, line)
 
+    def check_plugin_values(self, overrides) -> None:
+        """A sweep's values that only a plugin can judge (Adam's lr=-1, poly's n_samples=0): each
+        swept value of `G.ARG` is given to each chosen plugin of G, built once with the command
+        line's other G arguments and once with that value too. Only a value that turns a build that
+        works into one that fails refuses the sweep, so a plugin that cannot be built here (it needs
+        the run's problem, or a required file) is left to its jobs. Values are judged one at a time;
+        a combination that fails only together fails its job (recorded FAILED)."""
+        for group in PLUGIN_GROUPS:
+            fixed, swept = {}, []
+            for o in overrides:
+                key = o.key_or_group
+                if key.startswith(group + ".") and "." not in key[len(group) + 1:] and not key[len(group) + 1:].startswith("_") and not o.is_delete():
+                    if o.is_sweep_override():
+                        swept.append((key[len(group) + 1:], o))
+                    else:
+                        fixed[key[len(group) + 1:]] = o.value()
+            if not swept:
+                continue
+            for name, args in self.params[group].items():
+                base = {k: _convert(args[k].annotation, v) for k, v in fixed.items()}
+                if _build(group, name, base) is not None:
+                    continue  # the base itself fails (or cannot be built here): the jobs say why
+                for arg, o in swept:
+                    for value in _values(o):
+                        why = _build(group, name, {**base, arg: _convert(args[arg].annotation, value)})
+                        if why is not None:
+                            raise UserError(f"{group}={name} refuses {group}.{arg}={value!r} (in {o.input_line}): {why.rstrip('.')}. "
+                                            "A bad value anywhere in a sweep refuses the whole sweep; nothing was run.")
+
     def unknown(self, key: str, line: str, group: str = "", lacking: Iterable[str] = ()) -> UserError:
         nearest = self.nearest(key)
         lacking = list(lacking)
@@ -284,3 +315,45 @@ class Schema:
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("Optional[", "").rstrip("]")
     return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(text, text or "valid")
+
+
+def _convert(annotation: Any, value: Any) -> Any:
+    from runner.signature import _coerce
+
+    return _coerce(value, annotation, "")  # types were checked already
+
+
+def _build(group: str, name: str, kwargs: dict) -> Optional[str]:
+    """Build plugin `name` of `group` with `kwargs` (an optimiser on one small parameter, a schedule
+    on SGD over it): None if it builds, else why not. A plugin that needs what only a job has
+    (the problem, an argument without default) counts as failing, so it is never judged here."""
+    import inspect
+
+    import torch
+
+    from runner import registry
+    from runner.signature import config_parameters
+
+    factory = registry.get(group, name).load()
+    required = [k for k, p in config_parameters(factory).items() if p.default is inspect.Parameter.empty and k not in kwargs]
+    try:
+        asked = set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        asked = set()
+    if required or "problem" in asked:
+        return "it needs what only its job has"
+    extra = {"total_steps": 1000} if "total_steps" in asked else {}
+    try:
+        if group == "problem":
+            factory(**kwargs)
+        else:
+            param = torch.zeros(3, requires_grad=True)
+            if group == "optim":
+                factory([param], **kwargs, **extra)
+            else:
+                factory(torch.optim.SGD([param], lr=0.1), **kwargs, **extra)
+    except (ValueError, TypeError, UserError) as exc:
+        return str(exc) or type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - anything else is the job's to report
+        return f"{type(exc).__name__}: {exc}"
+    return None

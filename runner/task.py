@@ -38,6 +38,7 @@ def hydra_task(cfg: DictConfig) -> float:
     except UserError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         if not ctx.multirun:
+            job_folder_cleanup(ctx)
             sys.exit(exc.exit_code)
         record_failed_start(cfg, ctx, str(exc))
     except RunFailed:
@@ -47,7 +48,11 @@ def hydra_task(cfg: DictConfig) -> float:
         if ctx.multirun:
             raise  # the sweep stops; the entry point closes its parent run
         kind = "SIGTERM" if isinstance(exc, signals.Terminated) else "Ctrl-C"
-        print(f"Stopped: {kind}. The run is recorded KILLED with its history so far.", file=sys.stderr)
+        if getattr(exc, "run_recorded", False):
+            print(f"Stopped: {kind}. The run is recorded KILLED with its history so far.", file=sys.stderr)
+        else:
+            print(f"Stopped: {kind} during start-up, before the run existed: nothing was recorded.", file=sys.stderr)
+            job_folder_cleanup(ctx)
         sys.exit(signals.exit_code(exc))
     except Exception as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -80,16 +85,21 @@ def run(cfg: DictConfig, ctx: JobContext) -> float:
 
     client = store.connect(uri)
     experiment_id = _open_experiment(client, uri, cfg.tracking.experiment)
-    name = cfg.tracking.run_name or ctx.run_name(**experiment.plugins, device=experiment.device)
+    name = cfg.tracking.run_name or ctx.run_name(**experiment.plugins, device=experiment.device, used=experiment.resolved)
     if cfg.tracking.get("skip_finished"):
         done = client.finished_run(experiment_id, experiment.config_hash)
         if done is not None:
             return _reuse(client, ctx, experiment_id, done, name, experiment)
-    with RunRecord(client, cfg, experiment, ctx, experiment_id, uri, name) as record:
-        t = experiment.trainer
-        loop = experiment.job.run(steps=t["steps"], log_every=t["log_every"], check_every=t["check_every"], tol=t["tol"],
-                                  on_points=record.on_points, device=experiment.device)
-        record.finish(loop)
+    record = RunRecord(client, cfg, experiment, ctx, experiment_id, uri, name)
+    try:
+        with record:
+            t = experiment.trainer
+            loop = experiment.job.run(steps=t["steps"], log_every=t["log_every"], check_every=t["check_every"], tol=t["tol"],
+                                      on_points=record.on_points, device=experiment.device)
+            record.finish(loop)
+    except KeyboardInterrupt as exc:
+        exc.run_recorded = getattr(record, "run_id", None) is not None  # the message says whether a run exists
+        raise
     return record.final_loss
 
 
@@ -133,6 +143,17 @@ def _reuse(client, ctx: JobContext, experiment_id: str, done, name: str, experim
         client.log_batch(run_id, metrics=[(k, m[k], now_ms(), 0) for k in ("final_loss", "steps", "loop_seconds") if k in m])
         client.set_terminated(run_id, "FINISHED")
     return final_loss
+
+
+def job_folder_cleanup(ctx: JobContext) -> None:
+    """A single run refused or stopped before its run existed: its folder holds only what Hydra
+    wrote before the task (.hydra/, the log file), so it goes, with the date folder if emptied."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from runner import job_folder
+
+    if HydraConfig.initialized():
+        job_folder.remove_if_only_hydra(ctx.output_dir, str(HydraConfig.get().job.name))
 
 
 def record_failed_start(cfg: DictConfig, ctx: JobContext, error: str) -> None:

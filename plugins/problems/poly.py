@@ -27,7 +27,7 @@ class Poly(LinearLeastSquares):
 
     def __init__(
         self,
-        coefficients: Optional[list[float]] = None,
+        coefficients: Optional[list[float]] = tuple(TUTORIAL_COEFFICIENTS),  # type: ignore[assignment]  # the value used: --cfg job shows it
         degree: Optional[int] = None,
         n_samples: int = 20,
         x_std: float = 5.0,
@@ -46,7 +46,8 @@ class Poly(LinearLeastSquares):
             raise ValueError(f"problem.x_std must be > 0 and problem.noise >= 0; got {x_std} and {noise}.")
         if data is not None:
             x, y = read_xy_csv(data)
-            truth = coefficients  # a user who knows the truth of their data may give it
+            # a user who knows the truth of their data may give it; the tutorial's default is not theirs
+            truth = None if coefficients is None or list(coefficients) == TUTORIAL_COEFFICIENTS else coefficients
         else:
             truth = list(coefficients) if coefficients is not None else TUTORIAL_COEFFICIENTS
             g = np.random.default_rng(data_seed)

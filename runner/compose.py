@@ -86,8 +86,8 @@ def build(cfg: DictConfig) -> Experiment:
     return Experiment(problem, job, trainer, device, plugins, resolved, device_note)
 
 
-def check_trainer(t: DictConfig) -> dict[str, Any]:
-    t = OmegaConf.to_container(t, resolve=True)
+def check_trainer(t: DictConfig | dict) -> dict[str, Any]:
+    t = OmegaConf.to_container(t, resolve=True) if isinstance(t, DictConfig) else dict(t)
     positive = {"steps": "the number of optimiser steps", "replicas": "the number of replicas", "log_every": "steps between logged loss points", "check_every": "steps between checks of tol and divergence"}
     for key, what in positive.items():
         if t[key] < 1:

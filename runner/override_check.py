@@ -53,7 +53,7 @@ def check(argv: list[str]) -> None:
         schema.check_plugin_values(ours)
     for key, o in searched:
         try:
-            inner = OverridesParser.create().parse_override(f"{key}={o.value()}")
+            inner = OverridesParser.create().parse_override(f"{key}={o.get_value_element_as_str()}")
         except HydraException:
             inner = None
         schema.check_override(key, inner, f"{o.input_line} (the sweeper's search space)")
@@ -183,6 +183,7 @@ class Schema:
         from runner.signature import config_parameters
 
         self.choices = choices
+        self._nodes: dict = {}
         self.sections = {"trainer": TrainerConfig, "tracking": TrackingConfig}
         self.params: dict[str, dict[str, dict]] = {}  # group -> plugin -> arg -> inspect.Parameter
         for group in PLUGIN_GROUPS:
@@ -289,9 +290,13 @@ class Schema:
 
         if isinstance(value, str) and "${" in value:
             return  # an interpolation: resolved by Hydra
-        node = OmegaConf.structured(self.sections[section])
+        if section not in self._nodes:  # one node a section, reused: a 1000-value sweep costs milliseconds
+            node = OmegaConf.structured(self.sections[section])
+            self._nodes[section] = (node, OmegaConf.to_container(node))
+        node, defaults = self._nodes[section]
         try:
             node[field] = value
+            converted = node[field]
         except OmegaConfBaseException as exc:
             wanted = self.sections[section].__annotations__.get(field, "")
             raise UserError(f"'{section}.{field}' cannot be {value!r} (in {line}): it must be {_type_name(wanted)}"
@@ -299,7 +304,7 @@ class Schema:
         if section == "trainer":
             from runner.compose import check_trainer
 
-            check_trainer(node)
+            check_trainer({**defaults, field: converted})
 
     def _check_argument(self, key: str, annotation: Any, value: Any, line: str) -> None:
         from runner.signature import _coerce

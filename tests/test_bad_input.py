@@ -4,9 +4,9 @@ import pytest
 from conftest import all_runs, run_cli
 
 CASES = [
-    (["problem=nope"], ["problem/nope", "poly", "puzzle"]),
-    (["optim=nope"], ["optim/nope", "adam", "lbfgs"]),
-    (["+problem.foo=1"], ["problem.foo", "Allowed keys", "n_samples"]),
+    (["problem=nope"], ["problem=nope", "poly", "puzzle"]),
+    (["optim=nope"], ["optim=nope", "adam", "lbfgs"]),
+    (["+problem.foo=1"], ["problem.foo", "arguments", "n_samples"]),
     (["problem.foo=1"], ["problem.foo"]),
     (["trainer.foo=1"], ["trainer.foo"]),
     (["problem.n_samples=abc"], ["problem.n_samples", "integer"]),

@@ -45,6 +45,10 @@ def check(argv: list[str]) -> None:
             searched.append((key[len(SEARCH_SPACE):], o))
         elif not (key == "hydra" or key.startswith(("hydra.", "hydra/"))):
             ours.append(o)
+    # A node with a private key (`+evil._target_=…`) is refused as a whole by the trust checks
+    # (runner/trust.py, signature.py), with their reason: its other keys are not ours to name.
+    private = {o.key_or_group.split(".")[0] for o in ours if any(p.startswith("_") for p in o.key_or_group.split("."))}
+    ours = [o for o in ours if o.key_or_group.split(".")[0] not in private or o.key_or_group in PLUGIN_GROUPS]
     choices = _choices(ours)
     schema = Schema(choices)
     for o in ours:

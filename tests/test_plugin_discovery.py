@@ -68,7 +68,7 @@ def test_installed_plugin_arguments_are_checked(workdir, third_party):
     proc = run_cli(workdir, "problem=rosenbrock", "problem.b=-1", env=third_party)
     assert proc.returncode == 2 and "problem.b must be > 0" in proc.stderr
     proc = run_cli(workdir, "problem=rosenbrock", "+problem.c=1", env=third_party)
-    assert proc.returncode == 2 and "Allowed keys: a, b" in proc.stderr
+    assert proc.returncode == 2 and "arguments: a, b" in proc.stderr
 
 
 @pytest.fixture

@@ -210,7 +210,7 @@ def test_cli_config_types_and_refusals(workdir):
     proc = run_cli(workdir, "--cfg", "job", "--package", "optim", "optim=lion")
     assert proc.returncode == 0 and "_name_: zoo.lion" in proc.stdout and "lr: 0.0001" in proc.stdout
     for args, words, code in (
-        (["optim=lion", "+optim.foo=1"], ["optim.foo", "Allowed keys", "betas"], 2),
+        (["optim=lion", "+optim.foo=1"], ["optim.foo", "arguments", "betas"], 2),
         (["optim=lion", "optim.betas=[0.9]"], ["optim.betas", "list of 2 values"], 2),
         (["optim=lomo"], ["optim=zoo.lomo cannot run", "nn.Module"], 2),
         (["optim=muon"], ["optim=zoo.muon works on matrices", "'c' [3]"], 2),

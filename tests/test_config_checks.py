@@ -132,3 +132,10 @@ def test_ctrl_c_before_the_run_exists_says_nothing_was_recorded(workdir):
         assert "recorded KILLED" in err and [r.info.status for r in runs] == ["KILLED"]
     else:
         assert "recorded KILLED" not in err and "nothing was recorded" in err, err
+
+
+def test_refused_input_in_a_users_own_run_folder_removes_nothing_of_theirs(workdir):
+    (workdir / "keep.txt").write_text("mine\n")
+    proc = run_cli(workdir, "hydra.run.dir=.", "problem.n_samples=0")
+    assert proc.returncode == 2, proc.stderr
+    assert (workdir / "keep.txt").read_text() == "mine\n"

@@ -139,3 +139,19 @@ def test_refused_input_in_a_users_own_run_folder_removes_nothing_of_theirs(workd
     proc = run_cli(workdir, "hydra.run.dir=.", "problem.n_samples=0")
     assert proc.returncode == 2, proc.stderr
     assert (workdir / "keep.txt").read_text() == "mine\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_importing_says_nothing_was_recorded(workdir):
+    """SIGINT a moment after start, while torch and the plugins are imported: before Hydra."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "trainer.steps=5"], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "nothing was recorded" in err, err
+    assert all_runs(workdir) == [] and not (workdir / "outputs").exists()

@@ -201,6 +201,11 @@ if __name__ == "__main__":
         main()
     except SystemExit as exc:
         exit_now(exc.code)
+    except KeyboardInterrupt:  # before the entry point's own handlers (importing the runner itself)
+        subcommand = sys.argv[1:2] and sys.argv[1] in SUBCOMMANDS
+        print("Stopped: Ctrl-C." if subcommand else "Stopped: Ctrl-C during start-up, before any run existed: nothing was recorded.",
+              file=sys.stderr)
+        exit_now(130)
     except BrokenPipeError:  # `python -m runner --help | head`: the reader left, nothing to say
         import os
 

@@ -73,7 +73,7 @@ SWEEPS_REFUSED = [
     (["optim.lr=0.1,fast"], ["optim.lr", "'fast'", "number"]),
     (["trainer.step=5,10"], ["'trainer.step'", "Did you mean trainer.steps?"]),
     (["optim=adam,sgd", "optim.momentum=0.9"], ["optim.momentum", "sgd but not of adam"]),
-    (["hparams_search=poly_adam_lr", "hydra.sweeper.params.optim.lrr=interval(0.1,1)"], ["'optim.lrr'", "did you mean optim.lr?"]),
+    (["hparams_search=poly_adam_lr", "hydra.sweeper.params.optim.lrr=interval(0.1,1)"], ["'optim.lrr'", "Did you mean optim.lr?"]),
 ]
 
 

@@ -42,7 +42,9 @@ def check(argv: list[str]) -> None:
     for o in overrides:
         key = o.key_or_group
         if key.startswith(SEARCH_SPACE):
-            searched.append((key[len(SEARCH_SPACE):], o))
+            searched.append((key[len(SEARCH_SPACE):], o.get_value_element_as_str()))
+        elif key == SEARCH_SPACE.rstrip(".") and isinstance(o.value(), dict):  # hydra.sweeper.params={optim.lr: '…'}
+            searched += [(str(k), str(v)) for k, v in o.value().items()]
         elif not (key == "hydra" or key.startswith(("hydra.", "hydra/"))):
             ours.append(o)
     # A node with a private key (`+evil._target_=…`) is refused as a whole by the trust checks
@@ -53,14 +55,16 @@ def check(argv: list[str]) -> None:
     schema = Schema(choices)
     for o in ours:
         schema.check_override(o.key_or_group, o, o.input_line or f"{o.key_or_group}=...")
-    if {"-m", "--multirun"} & set(argv) or any(k == "hydra.mode" for k in (o.key_or_group for o in overrides)):
-        schema.check_plugin_values(ours)
-    for key, o in searched:
+    space = []
+    for key, text in searched:
         try:
-            inner = OverridesParser.create().parse_override(f"{key}={o.get_value_element_as_str()}")
+            inner = OverridesParser.create().parse_override(f"{key}={text}")
         except HydraException:
             inner = None
-        schema.check_override(key, inner, f"{o.input_line} (the sweeper's search space)")
+        schema.check_override(key, inner, f"{key}: {text} in the sweeper's search space (hydra.sweeper.params)")
+        if inner is not None:
+            space.append(inner)
+    schema.check_plugin_values(ours + space)  # only swept values (a grid's, a search space's) are built here
 
 
 def _values(o) -> list[Any]:

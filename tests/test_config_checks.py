@@ -31,6 +31,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.slow  # one process per case (the quick subset keeps one of each kind below)
 @pytest.mark.parametrize("overrides, key, hint", REFUSED, ids=[" ".join(c[0]) for c in REFUSED])
 def test_a_key_outside_the_schema_is_refused_with_or_without_plus(workdir, overrides, key, hint):
     proc = run_cli(workdir, *overrides)
@@ -48,6 +49,7 @@ def test_hydra_keys_are_left_to_hydra(workdir):
     assert (workdir / "here" / "result.json").exists()
 
 
+@pytest.mark.slow  # one process per case (the quick subset keeps one of each kind below)
 def test_a_run_is_named_from_the_values_used(workdir):
     for lr in ("1e-2", "0.01"):
         assert run_cli(workdir, f"optim.lr={lr}", "trainer.steps=5", "trainer.tol=1").returncode == 0
@@ -77,6 +79,7 @@ SWEEPS_REFUSED = [
 ]
 
 
+@pytest.mark.slow  # one process per case (the quick subset keeps one of each kind below)
 @pytest.mark.parametrize("overrides, fragments", SWEEPS_REFUSED, ids=[" ".join(c[0]) for c in SWEEPS_REFUSED])
 def test_a_bad_value_anywhere_in_a_sweep_refuses_the_whole_sweep(workdir, overrides, fragments):
     proc = run_cli(workdir, "-m", "trainer.steps=5", *overrides) if not overrides[0].startswith("trainer.steps") \
@@ -89,6 +92,7 @@ def test_a_bad_value_anywhere_in_a_sweep_refuses_the_whole_sweep(workdir, overri
     _nothing_left(workdir)  # no job ran, no parent run was opened
 
 
+@pytest.mark.slow  # one process per case (the quick subset keeps one of each kind below)
 def test_a_good_sweep_still_runs(workdir):
     proc = run_cli(workdir, "-m", "optim=adam,sgd", "trainer.steps=5", "optim.lr=0.01")
     assert proc.returncode == 0, proc.stderr
@@ -155,3 +159,10 @@ def test_ctrl_c_while_importing_says_nothing_was_recorded(workdir):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "nothing was recorded" in err, err
     assert all_runs(workdir) == [] and not (workdir / "outputs").exists()
+
+
+def test_a_typo_is_refused_with_the_nearest_key(workdir):
+    """The quick subset's case of the slow parametrised ones above."""
+    proc = run_cli(workdir, "-m", "trainer.step=5,10")
+    assert proc.returncode == 2 and "Did you mean trainer.steps?" in proc.stderr, proc.stderr
+    _nothing_left(workdir)

@@ -250,14 +250,16 @@ class Schema:
                         swept.append((key[len(group) + 1:], o))
                     else:
                         fixed[key[len(group) + 1:]] = o.value()
-            if not swept:
-                continue
+            if not swept or any(isinstance(v, str) and "${" in v for v in fixed.values()):
+                continue  # nothing swept, or an interpolation only Hydra resolves
             for name, args in self.params[group].items():
                 base = {k: _convert(args[k].annotation, v) for k, v in fixed.items()}
                 if _build(group, name, base) is not None:
                     continue  # the base itself fails (or cannot be built here): the jobs say why
                 for arg, o in swept:
                     for value in _values(o):
+                        if isinstance(value, str) and "${" in value:
+                            continue
                         why = _build(group, name, {**base, arg: _convert(args[arg].annotation, value)})
                         if why is not None:
                             raise UserError(f"{group}={name} refuses {group}.{arg}={value!r} (in {o.input_line}): {why.rstrip('.')}. "

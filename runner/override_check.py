@@ -42,7 +42,7 @@ def check(argv: list[str]) -> None:
     for o in overrides:
         key = o.key_or_group
         if key.startswith(SEARCH_SPACE):
-            searched.append((key[len(SEARCH_SPACE):], o.get_value_element_as_str()))
+            searched.append((key[len(SEARCH_SPACE):], (o.input_line or "=").split("=", 1)[1]))  # the text: a sweep has no str()
         elif key == SEARCH_SPACE.rstrip(".") and isinstance(o.value(), dict):  # hydra.sweeper.params={optim.lr: '…'}
             searched += [(str(k), str(v)) for k, v in o.value().items()]
         elif not (key == "hydra" or key.startswith(("hydra.", "hydra/"))):

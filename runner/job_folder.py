@@ -68,19 +68,22 @@ class JobFolder:
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")
 
 
-def remove_if_only_hydra(folder: Path, job_name: str = "runner") -> bool:
+def remove_if_only_hydra(folder: Path, job_name: str = "runner", launch_dir: Path | None = None) -> bool:
     """Remove a run folder that holds nothing but what Hydra wrote before the task (its .hydra/
-    files and `JOB.log`), then its parent (the date folder) if that is left empty. Only those
-    files are deleted and only empty folders removed, so a folder with anything else in it (a
-    user's hydra.run.dir=.) keeps all of it."""
-    folder = Path(folder)
+    files and `JOB.log`), then the folders above it that are left empty (`outputs/DATE/`), never
+    the launch directory or anything outside it. Only those files are deleted and only empty
+    folders removed, so a folder with anything else in it (a user's hydra.run.dir=.) keeps all."""
+    folder = Path(folder).absolute()
+    stop = Path(launch_dir or Path.cwd()).absolute()
     try:
         for name in (*HYDRA_FILES, f"{job_name}.log"):
             path = folder / name
             if path.is_file() and not path.is_symlink():
                 path.unlink()
-        for empty in (folder / ".hydra", folder, folder.parent):
-            empty.rmdir()
+        (folder / ".hydra").rmdir()
+        while folder != stop and stop in folder.parents:
+            folder.rmdir()
+            folder = folder.parent
     except OSError:  # not empty (or not ours to remove): what is left stays
         return False
     return True

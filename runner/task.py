@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -147,13 +148,14 @@ def _reuse(client, ctx: JobContext, experiment_id: str, done, name: str, experim
 
 def job_folder_cleanup(ctx: JobContext) -> None:
     """A single run refused or stopped before its run existed: its folder holds only what Hydra
-    wrote before the task (.hydra/, the log file), so it goes, with the date folder if emptied."""
+    wrote before the task (.hydra/, the log file), so it goes, with the folders above it that are left empty (outputs/DATE/)."""
     from hydra.core.hydra_config import HydraConfig
 
     from runner import job_folder
 
     if HydraConfig.initialized():
-        job_folder.remove_if_only_hydra(ctx.output_dir, str(HydraConfig.get().job.name))
+        hc = HydraConfig.get()
+        job_folder.remove_if_only_hydra(ctx.output_dir, str(hc.job.name), Path(hc.runtime.cwd))
 
 
 def record_failed_start(cfg: DictConfig, ctx: JobContext, error: str) -> None:

@@ -15,7 +15,7 @@ from conftest import REPO, all_runs, run_cli
 def _nothing_left(workdir):
     assert all_runs(workdir) == []
     for folder in ("outputs", "multirun"):
-        assert not (workdir / folder).exists() or not any((workdir / folder).rglob("*")), f"{folder} left behind"
+        assert not (workdir / folder).exists(), f"{folder} left behind: {list((workdir / folder).rglob('*'))}"
 
 
 REFUSED = [

@@ -58,6 +58,9 @@ def summary(*, title: str, status: str, result: dict, seconds: float, compile_se
     lines = [f"{title}: {status}" + (f" ({error})" if error else "")]
     lines.append(f"  steps        {result['steps']}   loop {seconds:.3f} s" + (f"   compile {compile_seconds:.2f} s (not in loop)" if compile_seconds else ""))
     lines.append(f"  final loss   {result['final_loss']:.6g}")
+    best = result.get("best")
+    if best and best["step"] != result["steps"]:  # an earlier point was better: say where (result.json holds it)
+        lines.append(f"  best loss    {best['loss']:.6g} at step {best['step']:g} (its solution: \"best\" in result.json)")
     for key, value in result.get("metrics", {}).items():
         lines.append(f"  {key:<12} {value:.6g}" if isinstance(value, float) else f"  {key:<12} {value}")
     for key, value in result.get("solution", {}).items():

@@ -11,6 +11,7 @@ from runner import compiling
 from runner import needs as optim_needs
 from runner import replicas as rep
 from runner.adapter import ProblemHooks
+from runner.best import BestPoint
 from runner.loop import LoopResult, optimise
 
 
@@ -35,6 +36,7 @@ class Job:
         self.optimizer = make_optimizer(list(self.params.values()))
         self.scheduler = make_scheduler(self.optimizer) if make_scheduler else None
         self.final_params: list[dict] = []
+        self.best_params: list[dict] = []  # per replica: the parameters of the least loss seen (runner/best.py)
 
     @property
     def replicas(self) -> int:
@@ -44,12 +46,16 @@ class Job:
         """The loop; with trainer.compile, after a timed warm-up that compiles (self.compile)."""
         if self.plan.mode == "single":
             loss = self._loss(self.problem.loss)
-            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, needs=self.needs, **loop_kwargs)
+            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, needs=self.needs,
+                              params=self.params, **loop_kwargs)
             self.final_params = [self.params]
+            self.best_params = [result.best.params]
         elif self.plan.mode == "batched":
             loss = self._loss(lambda params: rep.batched_loss(self.problem, params))
-            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, needs=self.needs, **loop_kwargs)
+            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, needs=self.needs,
+                              params=self.params, **loop_kwargs)
             self.final_params = [rep.replica(self.params, r) for r in range(self.replicas)]
+            self.best_params = [rep.replica(result.best.params, r) for r in range(self.replicas)]
         else:
             result = self._sequential(**loop_kwargs)
         return result
@@ -82,9 +88,11 @@ class Job:
                     first_times.update((s, t) for (s, _), t in zip(pts, times))
                     first_costs.update((s, c) for (s, _), c in zip(pts, costs))
 
-            results.append(optimise(lambda: loss(params), opt, scheduler=sched, on_points=collect, needs=self.needs, **loop_kwargs))
+            results.append(optimise(lambda: loss(params), opt, scheduler=sched, on_points=collect, needs=self.needs,
+                                    params=params, **loop_kwargs))
             histories.append(dict(points))
             self.final_params.append(params)
+            self.best_params.append(results[-1].best.params)
         steps = sorted(set().union(*histories))
         bands: dict = {"loss_q10": [], "loss_q90": []}
         median_points = []
@@ -109,4 +117,5 @@ class Job:
             final_losses=finals.losses,
             bands=bands,
             evaluations=results[0].evaluations,
+            best=BestPoint([r.best.losses[0] for r in results], [r.best.steps[0] for r in results], {}),
         )

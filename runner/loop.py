@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
+from runner.best import BestPoint, BestTracker
 from runner.devices import sync
 from runner.replicas import Finals
 
@@ -33,6 +34,7 @@ class LoopResult:
     final_losses: Optional[list[float]] = None  # one per replica, when the loss is a vector
     bands: Optional[dict[str, Points]] = None  # loss_q10 / loss_q90 histories over replicas
     evaluations: tuple[int, int] = (0, 0)  # (loss, gradient) evaluations the optimiser spent
+    best: Optional[BestPoint] = None  # the least loss seen at a check point or at the end (runner/best.py)
 
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -52,6 +54,7 @@ def optimise(
     device: Optional[torch.device] = None,
     scheduler=None,
     needs=None,
+    params: Optional[dict[str, torch.Tensor]] = None,
 ) -> LoopResult:
     """Run up to `steps` steps; the loss at step s is the loss before that step's update.
 
@@ -60,9 +63,13 @@ def optimise(
     over replicas with a 10-90 % band, and the run diverges only when every replica has.
 
     `needs` (runner/needs.py) is what the optimiser asks of the loop: a backward that keeps its
-    graph, train()/eval() modes, the gradient before each step."""
+    graph, train()/eval() modes, the gradient before each step.
+
+    `params` ({name: tensor}, the optimiser's): given, the best point seen is tracked at the check
+    points and returned in `best` (runner/best.py)."""
     step = _Step(loss_fn, optimizer, needs)
     reader = ChunkReader(log_every, tol, on_points)
+    reader.best = BestTracker(params, check_every) if params else None
     train_eval = bool(needs and needs.train_eval)
     # The runner's process holds a large heap (Hydra, plugins' data) that the cyclic GC would
     # rescan while autograd churns out small objects: freeze it for the loop (no collect first:
@@ -83,12 +90,16 @@ def optimise(
     if train_eval:
         optimizer.eval()  # the point the method returns: the final loss, metrics and solution are its
     stop, error, finals, final = _final_loss(loss_fn, reader)
+    best = reader.best.finish(finals or [final], reader.done, finals is not None) if reader.best else None
     return LoopResult(reader.done, final, seconds, stop, started_at, error, finals, reader.bands if reader.batched else None,
-                      step.spent())
+                      step.spent(), best)
 
 
 def _run_steps(step: "_Step", reader: "ChunkReader", optimizer, scheduler, steps: int, check_every: int) -> None:
+    best = reader.best
     while reader.done < steps:
+        if best is not None:
+            best.before_step(reader.done)
         try:
             loss = step()
         except Exception as exc:
@@ -191,6 +202,7 @@ class ChunkReader:
         self.batched = False  # losses were vectors (replicas)
         self.bands: dict[str, Points] = {"loss_q10": [], "loss_q90": []}
         self._quantiles: Optional[torch.Tensor] = None
+        self.best: Optional[BestTracker] = None
 
     def add(self, loss: torch.Tensor, cost: tuple[int, int] = (0, 0)) -> None:
         self.pending.append(loss)
@@ -209,6 +221,8 @@ class ChunkReader:
         self.chunk_started = now
         base = self.done - stacked.shape[0]
         values = self._replica_medians(stacked, base) if stacked.dim() == 2 else stacked.tolist()
+        if self.best is not None:
+            self.best.on_chunk(stacked, values, base)
         return self._hand_over(values, base, began, now, costs)
 
     def _replica_medians(self, stacked: torch.Tensor, base: int) -> list[float]:

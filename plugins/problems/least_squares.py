@@ -1,7 +1,14 @@
 """The engine shared by every linear least-squares problem (poly, nist, puzzle, linsys).
 
-A problem is minimised over internal coefficients c in a well-conditioned basis:
-    loss(c) = y_scale^2 * sum_i (Phi c - t)_i^2        (or its mean, loss="mse")
+A problem is minimised over internal coefficients c in a well-conditioned basis, where the data
+are y = y_mean + y_scale * t (t unit-free). The loss the optimiser sees is one of
+    loss="scaled":  mean_i (Phi c - t)_i^2                 = sse / (n y_scale^2): unit-free
+    loss="sse":     y_scale^2 * sum_i (Phi c - t)_i^2      = sse, the data's own units
+    loss="mse":     y_scale^2 * mean_i (Phi c - t)_i^2     = sse / n
+where sse is the sum of squared errors of the user's model in the data's units (always logged,
+metric `sse`). All three have the same minimiser; only "scaled" has a curvature that does not
+grow with the data's units or their number (Phi'Phi/n has O(1) eigenvalues), so that an
+optimiser's default step size means the same on any data.
 and reported as coefficients B = M c + o of the user's model (monomials of x, NIST's B0..Bk, the
 unknowns of a system). Beside the iterative solution the engine computes a reference: a direct
 least-squares solve in float64 (SVD), refined with residuals y - X B computed exactly in rational
@@ -55,6 +62,11 @@ class LinearLeastSquares:
         self.X, self.y, self.M_exact, self.o_exact = X, y, M_exact, o_exact
         self.loss_kind, self.names, self.sparse = loss, list(names or []), sparse
         self.n = Phi.shape[0]
+        # loss = loss_factor * ||Phi c - t||^2 (see the module doc)
+        factors = {"scaled": 1.0 / self.n, "sse": self.y_scale**2, "mse": self.y_scale**2 / self.n}
+        if loss not in factors:
+            raise ValueError(f"problem.loss must be one of {', '.join(factors)}; got {loss!r}.")
+        self.loss_factor = factors[loss]
         self._tensors: dict = {}
         self._reference: Optional[Reference] = None
 
@@ -91,8 +103,8 @@ class LinearLeastSquares:
         return dtype == torch.float32 and not self.sparse and self.n >= GRAM_MIN_ROWS
 
     def residuals(self, params):
-        """y_scale (Phi c - t): the residuals of the user's model; loss(params) == sum(residuals**2)
-        (for loss=mse the residuals carry 1/sqrt(n)). Used by optim=lm."""
+        """sqrt(loss_factor) (Phi c - t): loss(params) == sum(residuals**2); for loss=sse the
+        residuals of the user's model, y_scale (Phi c - t). Used by optim=lm."""
         c = params["c"]
         self._to(c.device, c.dtype)
         if "t" in self._tensors:
@@ -100,8 +112,7 @@ class LinearLeastSquares:
         else:  # the Gram form keeps Phi and t on the host: read them for this call only
             fitted = torch.as_tensor(self.Phi, dtype=c.dtype, device=c.device) @ c
             t = torch.as_tensor(self.t, dtype=c.dtype, device=c.device)
-        r = (fitted - t) * self.y_scale
-        return r / self.n**0.5 if self.loss_kind == "mse" else r
+        return (fitted - t) * self.loss_factor**0.5
 
     def batched_loss(self, params):
         """R replicas at once (trainer.replicas): c is (R, k); one matrix product for all, where
@@ -110,7 +121,7 @@ class LinearLeastSquares:
             c = params["c"].to(torch.float64)
             sse = ((c @ self._tensors["G"]) * c).sum(1) - 2 * (c @ self._tensors["h"]) + self._tensors["tt"]
             return self._scaled(sse).to(params["c"].dtype)
-        scale = self.y_scale**2 / (self.n if self.loss_kind == "mse" else 1)
+        scale = self.loss_factor
         if self.sparse:  # never densified: (R, n) residuals through the sparse product
             residual = self._product(params["c"]) - self._tensors["t"]
             return residual.square().sum(1) * scale
@@ -120,8 +131,13 @@ class LinearLeastSquares:
         return _ReplicaSSE.apply(params["c"], self._tensors["PhiT"], self._tensors["PhiD"], self._tensors["t"], scale)
 
     def _scaled(self, sse):
-        sse = sse * self.y_scale**2
-        return sse / self.n if self.loss_kind == "mse" else sse
+        """The loss from the internal sum of squares ||Phi c - t||^2."""
+        return sse * self.loss_factor
+
+    def sse(self, params) -> float:
+        """The sum of squared errors of the user's model, in the data's units (float64)."""
+        r = self.Phi @ self.internal(params) - self.t
+        return float(self.y_scale**2 * np.dot(r, r))
 
     def metrics(self, params) -> dict[str, float]:
         ref = self.reference()
@@ -129,8 +145,8 @@ class LinearLeastSquares:
         diff = c - ref.c
         if not ref.full_rank:  # the solutions form an affine set: distance to it
             diff = np.linalg.lstsq(self.dense_Phi(), self.dense_Phi() @ diff, rcond=None)[0]
-        return {"ref_distance": float(np.max(np.abs(self.M @ diff))) if diff.size else 0.0, "rank": float(ref.rank),
-                "ref_exact": float(ref.exact)}
+        return {"sse": self.sse(params), "ref_distance": float(np.max(np.abs(self.M @ diff))) if diff.size else 0.0,
+                "rank": float(ref.rank), "ref_exact": float(ref.exact)}
 
     # How solved a run is (reports): within SOLVED_RTOL of the way from c = 0 down to the optimum.
     SOLVED_RTOL = 1e-7  # Moré and Wild's most demanding level, tau = 1e-7, with the zero start as x0

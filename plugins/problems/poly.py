@@ -4,6 +4,11 @@ The fit runs in a well-conditioned internal basis (x mapped onto [-1, 1], y stan
 polynomials by default), and the solution is reported in the ordinary monomial basis of the
 original x, highest power first (numpy.poly1d order). `basis=monomial scale=false` fits the raw
 coefficients directly, as the tutorial did.
+
+Loss (`loss`): `scaled` (the default) is the mean squared error of the standardised fit,
+sse / (n var(y)): 1 - R^2, the fraction of y's variance left unexplained (1 at the start
+c = 0), whatever y's and x's units and the number of samples; `sse` is the tutorial's sum of
+squared errors in y's units, `mse` its mean. The sse is logged in every case (metric `sse`).
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ _fit_figure = None  # (figure, axes, lines): see Poly.figures
 
 
 class Poly(LinearLeastSquares):
-    """Least-squares polynomial fit. Loss: sum (sse) or mean (mse) of squared errors in y."""
+    """Least-squares polynomial fit. Loss: scaled (1 - R^2), or the sum (sse) or mean (mse) of
+    squared errors in y's units."""
 
     def __init__(
         self,
@@ -32,7 +38,7 @@ class Poly(LinearLeastSquares):
         n_samples: int = 20,
         x_std: float = 5.0,
         noise: float = 0.0,
-        loss: Literal["sse", "mse"] = "sse",
+        loss: Literal["scaled", "sse", "mse"] = "scaled",
         data: Optional[str] = None,
         basis: Literal["chebyshev", "legendre", "monomial"] = "chebyshev",
         scale: bool = True,

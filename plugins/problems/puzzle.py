@@ -2,8 +2,16 @@
 
 The text is only parsed into A x = b; the least-squares engine (shared with linsys) does the
 rest, including the rank and the minimum-norm solution when the system does not pin x down.
+
+Loss (`loss`): `scaled` (the default) is sum (left - right)^2 / (m s^2) for m equations, s the
+root-mean-square coefficient of the left-hand sides (over every unknown of every equation): the
+same for equations multiplied by any unit, and a curvature bounded by the number of unknowns.
+`sse` is the tutorial's plain sum of squared errors, `mse` its mean. The sse is logged in every
+case (metric `sse`).
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 
@@ -14,16 +22,18 @@ TUTORIAL_EQUATIONS = ["A + B = 9", "C - D = 1", "A + C = 8", "B - D = 2"]
 
 
 class Puzzle(LinearLeastSquares):
-    """Unknowns named in the equations; loss = sum over equations of (left - right)^2."""
+    """Unknowns named in the equations; sse = sum over equations of (left - right)^2."""
 
-    def __init__(self, equations: list[str] = tuple(TUTORIAL_EQUATIONS)):  # type: ignore[assignment]
+    def __init__(self, equations: list[str] = tuple(TUTORIAL_EQUATIONS),  # type: ignore[assignment]
+                 loss: Literal["scaled", "sse", "mse"] = "scaled"):
         try:
             self.system = parse_system(list(equations))
         except EquationError as exc:
             raise ValueError(f"problem.equations: {exc}") from None
         A, b = self.system.A, self.system.b
         identity = np.eye(A.shape[1])
-        self.setup(A, b, 1.0, identity, np.zeros(A.shape[1]), X=A, y=b, names=self.system.names)
+        s = float(np.sqrt(np.mean(A**2))) or 1.0  # the equations' unit: the internal system is A/s x = b/s
+        self.setup(A / s, b / s, s, identity, np.zeros(A.shape[1]), X=A, y=b, names=self.system.names, loss=loss)
 
     def metrics(self, params):
         x = self.internal(params)

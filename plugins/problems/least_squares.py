@@ -67,7 +67,8 @@ class LinearLeastSquares:
         if loss not in factors:
             raise ValueError(f"problem.loss must be one of {', '.join(factors)}; got {loss!r}.")
         self.loss_factor = factors[loss]
-        self._tensors: dict = {}
+        self._tensors: dict = {}  # what a step reads, for the current (device, dtype)
+        self._sets: dict = {}  # every (device, dtype) made so far: {key: tensors}
         self._reference: Optional[Reference] = None
 
     # -- the problem contract ---------------------------------------------------------------
@@ -106,12 +107,17 @@ class LinearLeastSquares:
         """sqrt(loss_factor) (Phi c - t): loss(params) == sum(residuals**2); for loss=sse the
         residuals of the user's model, y_scale (Phi c - t). Used by optim=lm."""
         c = params["c"]
-        self._to(c.device, c.dtype)
-        if "t" in self._tensors:
-            fitted, t = self._product(c), self._tensors["t"]
-        else:  # the Gram form keeps Phi and t on the host: read them for this call only
-            fitted = torch.as_tensor(self.Phi, dtype=c.dtype, device=c.device) @ c
-            t = torch.as_tensor(self.t, dtype=c.dtype, device=c.device)
+        current = self._tensors
+        self._to(c.device, c.dtype)  # optim=lm works in float64 on float32 parameters: its own set
+        try:
+            if "t" in self._tensors:
+                fitted, t = self._product(c), self._tensors["t"]
+            else:  # the Gram form keeps Phi and t on the host: read them for this call only
+                fitted = torch.as_tensor(self.Phi, dtype=c.dtype, device=c.device) @ c
+                t = torch.as_tensor(self.t, dtype=c.dtype, device=c.device)
+        finally:
+            if "key" in current:  # the loop's loss keeps the parameters' dtype
+                self._tensors = current
         return (fitted - t) * self.loss_factor**0.5
 
     def batched_loss(self, params):
@@ -255,7 +261,10 @@ class LinearLeastSquares:
         key = (str(device), dtype)
         if self._tensors.get("key") == key:
             return
-        self._tensors = {"key": key}
+        if key in self._sets:  # made before (optim=lm's float64 residuals beside a float32 loss)
+            self._tensors = self._sets[key]
+            return
+        self._tensors = self._sets[key] = {"key": key}
         if self._gram_form(dtype):
             self._tensors.update(self._gram(device))
             return

@@ -25,7 +25,7 @@ def test_every_basis_reports_the_truth_in_monomial_order(basis, scale):
 
 
 def test_loss_is_the_tutorials_sum_of_squared_errors_in_any_basis():
-    raw = Poly(basis="monomial", scale=False)
+    raw = Poly(basis="monomial", scale=False, loss="sse")
     cheb = Poly()
     g = torch.Generator().manual_seed(0)
     p_raw = raw.initial_params(g, torch.device("cpu"), torch.float64)
@@ -39,6 +39,23 @@ def test_loss_is_the_tutorials_sum_of_squared_errors_in_any_basis():
     p = mse.initial_params(g, torch.device("cpu"), torch.float64)
     p["c"] = p_raw["c"]
     assert float(mse.loss(p)) == pytest.approx(expected / 20, rel=1e-12)
+
+
+@pytest.mark.parametrize("basis", ["chebyshev", "monomial"])
+def test_scaled_loss_is_the_unexplained_fraction_of_ys_variance(basis):
+    """loss=scaled (the default) = sse / (n var y) at the same parameters, and the metric sse
+    is the sum of squared errors in y's units whatever the loss."""
+    scaled, sse = Poly(basis=basis, noise=0.3), Poly(basis=basis, noise=0.3, loss="sse")
+    p = scaled.initial_params(torch.Generator().manual_seed(2), torch.device("cpu"), torch.float64)
+    sse.initial_params(torch.Generator().manual_seed(2), torch.device("cpu"), torch.float64)
+    y = scaled.y
+    assert float(scaled.loss(p)) == pytest.approx(float(sse.loss(p)) / (len(y) * np.var(y)), rel=1e-12)
+    fitted = np.polyval(scaled.coefficients(p), scaled.x)
+    assert scaled.metrics(p)["sse"] == pytest.approx(float(np.sum((fitted - y) ** 2)), rel=1e-9)
+    assert scaled.metrics(p)["sse"] == pytest.approx(float(sse.loss(p)), rel=1e-12)
+    p["c"] = torch.zeros_like(p["c"])
+    p["c"][0] = 0.0  # the constant fit y = mean(y) (the internal y is centred): 1 - R^2 = 1
+    assert float(scaled.loss(p)) == pytest.approx(1.0, rel=1e-12)
 
 
 def test_tutorial_defaults_and_sample_draw():

@@ -18,6 +18,11 @@ STEPS = 200  # loss points per finished child: 0, 10, ..., 190 and the final los
 POINTS = STEPS // 10 + 1
 
 
+# A job that fails on purpose: sgd at its default lr diverges on poly's loss in y's units (the
+# scaled default is made so that it does not).
+LOSS_SSE = "problem.loss=sse"
+
+
 def split(runs):
     parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
     assert len(parents) == 1
@@ -49,9 +54,9 @@ def check_sweep(cwd, proc, n_jobs, client=None, failed_overrides=("optim=sgd",))
 
 @pytest.mark.slow
 def test_basic_sweep_groups_children_under_a_parent(workdir):
-    proc = run_cli(workdir, "-m", "problem=poly,puzzle", "optim=adam,sgd,lbfgs", f"trainer.steps={STEPS}")
+    proc = run_cli(workdir, "-m", "problem=poly,puzzle", "optim=adam,sgd,lbfgs", f"trainer.steps={STEPS}", LOSS_SSE)
     parent, children = check_sweep(workdir, proc, 6)
-    assert parent.data.params["sweep.overrides"] == f"problem=poly,puzzle optim=adam,sgd,lbfgs trainer.steps={STEPS}"
+    assert parent.data.params["sweep.overrides"] == f"problem=poly,puzzle optim=adam,sgd,lbfgs trainer.steps={STEPS} {LOSS_SSE}"
     assert parent.data.tags["hydra_launcher"] == "basic"
     # The leaderboard lists every job, best first within each problem (losses of different
     # problems do not compare), and the parent names each problem's best job.
@@ -86,7 +91,7 @@ def test_bad_input_in_one_job_refuses_the_whole_sweep(workdir):
 def test_joblib_two_workers_fresh_store(workdir):
     need("hydra_plugins.hydra_joblib_launcher")
     proc = run_cli(workdir, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   "problem=poly,puzzle", "optim=adam,sgd,lbfgs,nadam", f"trainer.steps={STEPS}")
+                   "problem=poly,puzzle", "optim=adam,sgd,lbfgs,nadam", f"trainer.steps={STEPS}", LOSS_SSE)
     parent, _ = check_sweep(workdir, proc, 8)
     assert parent.data.tags["hydra_launcher"] == "joblib"
     assert "database is locked" not in proc.stdout + proc.stderr
@@ -95,7 +100,7 @@ def test_joblib_two_workers_fresh_store(workdir):
 @pytest.mark.slow
 def test_submitit_local(workdir):
     need("hydra_plugins.hydra_submitit_launcher")
-    proc = run_cli(workdir, "-m", "hydra/launcher=submitit_local", "problem=poly,puzzle", "optim=adam,sgd", f"trainer.steps={STEPS}")
+    proc = run_cli(workdir, "-m", "hydra/launcher=submitit_local", "problem=poly,puzzle", "optim=adam,sgd", f"trainer.steps={STEPS}", LOSS_SSE)
     parent, _ = check_sweep(workdir, proc, 4)
     assert parent.data.tags["hydra_launcher"] == "submitit_local"
 
@@ -119,7 +124,7 @@ def test_ray_cluster_on_loopback(workdir):
                    capture_output=True, timeout=180)
     try:
         proc = run_cli(workdir, "-m", "hydra/launcher=ray_cluster", f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
-                       "problem=poly,puzzle", "optim=adam,sgd", f"trainer.steps={STEPS}", env={"RAY_AUTH_MODE": "disabled"})
+                       "problem=poly,puzzle", "optim=adam,sgd", f"trainer.steps={STEPS}", LOSS_SSE, env={"RAY_AUTH_MODE": "disabled"})
         parent, _ = check_sweep(workdir, proc, 4)
         assert parent.data.tags["hydra_launcher"] == "ray_cluster"
         assert not (cluster_dir / "mlflow.db").exists()
@@ -131,7 +136,7 @@ def test_ray_cluster_on_loopback(workdir):
 def test_optuna_search_records_trials_and_best(workdir):
     need("optuna")
     # SGD's learning rate over 7 decades: the large ones diverge, and the search goes on.
-    proc = run_cli(workdir, "hparams_search=poly_adam_lr", "optim=sgd", "hydra.sweeper.n_trials=8",
+    proc = run_cli(workdir, "hparams_search=poly_adam_lr", "optim=sgd", "hydra.sweeper.n_trials=8", LOSS_SSE,
                    "hydra.sweeper.sampler=random", "hydra.sweeper.params={optim.lr: 'tag(log, interval(1e-8, 0.1))'}")
     parent, children = split(all_runs(workdir))
     assert len(children) == 8 and parent.data.tags["hydra_sweeper"] == "optuna"
@@ -170,7 +175,7 @@ def test_parallel_sweep_against_a_tracking_server(workdir):
                 assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
                 time.sleep(0.5)
         proc = run_cli(workdir, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={uri}",
-                       "problem=poly,puzzle", "optim=adam,sgd", f"trainer.steps={STEPS}")
+                       "problem=poly,puzzle", "optim=adam,sgd", f"trainer.steps={STEPS}", LOSS_SSE)
         check_sweep(workdir, proc, 4, client=MlflowClient(tracking_uri=uri))
         assert not (workdir / "mlflow.db").exists()  # everything went to the server
     finally:

@@ -113,7 +113,7 @@ def test_default_loss_is_scaled_and_sse_is_logged_in_the_datas_units(workdir):
     m, p = run.data.metrics, run.data.params
     assert p["problem.loss"] == "scaled"
     # The poly default: 20 samples of x^2 + 2x + 3, x ~ N(0, 5^2) (data_seed 0); scaled = sse / (n var y)
-    from plugins.problems.poly import Poly
+    from runner_plugins.problems.poly import Poly
 
     y = Poly().y
     assert m["final_loss"] == pytest.approx(m["sse"] / (len(y) * np.var(y)), rel=1e-9)

@@ -53,7 +53,7 @@ def test_every_builtin_optimiser_at_its_defaults_makes_progress_on_poly_and_puzz
     assert len(runs) == 2 * len(names)
     client = store(workdir)
     for run in runs:
-        label = f"{run.data.params['problem']} + {run.data.params['optim']}"
+        label = f"{run.data.tags['problem']} + {run.data.tags['optim']}"
         assert run.info.status == "FINISHED", (label, run.data.tags.get("error"))
         first = client.get_metric_history(run.info.run_id, "loss")[0]
         assert first.step == 0

@@ -138,13 +138,13 @@ COMMANDS = {
     # Running experiments
     MAIN: Run(),
     "python -m runner problem=puzzle optim=lbfgs trainer.dtype=float64": Run(),
-    "python -m runner optim=sgd optim.lr=1e-6 optim.momentum=0.9 trainer.steps=5000": Run(),
+    "python -m runner optim=sgd optim.lr=0.1 optim.momentum=0.9 trainer.steps=5000": Run(),
     "python -m runner problem.noise=0.5 problem.n_samples=200 problem.degree=3 trainer.seed=3": Run(),
     "python -m runner problem.data=my_points.csv problem.degree=4": Run(setup=my_points),
     """python -m runner problem=puzzle 'problem.equations=["2*x + y = 5", "x - y = 1"]'""": Run(),
     "python -m runner experiment=tutorial_poly": Run(),
     "python -m runner experiment=tutorial_puzzle": Run(),
-    "python -m runner -m problem=poly,puzzle optim=adam,sgd,lbfgs": Run(xfail=SCALE),
+    "python -m runner -m problem=poly,puzzle optim=adam,sgd,lbfgs": Run(),
     "python -m runner --help": Run(slow=False),
     "python -m runner --cfg job optim=rmsprop": Run(slow=False),
     # pytorch-optimizer
@@ -178,10 +178,10 @@ COMMANDS = {
     "python -m runner problem=linsys problem.A=A.npy problem.b=b.npy optim=lbfgs": Run(setup=linsys_files),
     "python -m runner problem=linsys problem.A=A.mtx problem.b=b.npy optim=lstsq": Run(setup=linsys_files),
     # Sweeps and launchers
-    "python -m runner -m problem=poly,puzzle optim=adam,sgd,lbfgs": Run(xfail=SCALE),
+    "python -m runner -m problem=poly,puzzle optim=adam,sgd,lbfgs": Run(),
     SEEDS: Run(),
     "pip install -e '.[joblib]'": Elsewhere((INSTALLED,)),
-    "python -m runner -m hydra/launcher=joblib hydra.launcher.n_jobs=4 problem=poly,puzzle optim=adam,sgd,lbfgs": Run(xfail=SCALE),
+    "python -m runner -m hydra/launcher=joblib hydra.launcher.n_jobs=4 problem=poly,puzzle optim=adam,sgd,lbfgs": Run(),
     "pip install -e '.[ray]'": Elsewhere((INSTALLED,)),
     "python -m runner -m hydra/launcher=ray problem=poly,puzzle optim=adam,sgd": Elsewhere(
         ("tests/test_sweeps.py::test_ray_cluster_on_loopback",),
@@ -195,7 +195,7 @@ COMMANDS = {
         ("tests/test_readme.py::test_slurm_presets_compose", "tests/test_sweeps.py::test_submitit_local"), "no SLURM here: the preset composes; submitit runs locally"),
     "python -m runner -m hydra/launcher=slurm_gpu hydra.launcher.partition=gpu optim=adam,nadam": Elsewhere(
         ("tests/test_readme.py::test_slurm_presets_compose", "tests/test_sweeps.py::test_submitit_local"), "no SLURM here: the preset composes; submitit runs locally"),
-    "python -m runner -m hydra/launcher=submitit_local problem=poly,puzzle optim=adam,sgd": Run(xfail=SCALE),
+    "python -m runner -m hydra/launcher=submitit_local problem=poly,puzzle optim=adam,sgd": Run(),
     "mlflow server --host 0.0.0.0 --port 5000 --backend-store-uri sqlite:///mlflow.db --workers 4": Serve(),
     "python -m runner -m hydra/launcher=ray_cluster tracking.uri=http://TRACKING-HOST:5000 ...": Elsewhere(
         ("tests/test_sweeps.py::test_ray_cluster_on_loopback", "tests/test_sweeps.py::test_parallel_sweep_against_a_tracking_server"),
@@ -204,8 +204,8 @@ COMMANDS = {
     "pip install -e '.[optuna]'": Elsewhere((INSTALLED,)),
     "python -m runner hparams_search=poly_adam_lr": Run(),
     "python -m runner hparams_search=puzzle_nadam hydra/launcher=joblib": Run(),
-    "python -m runner -m hydra/sweeper=optuna hydra.sweeper.n_trials=30 'optim.lr=tag(log,interval(1e-5,1))' 'optim.momentum=interval(0,0.99)' optim=sgd":
-        Run(xfail=OPTUNA_SGD),
+    "python -m runner -m hydra/sweeper=optuna hydra.sweeper.n_trials=30 'optim.lr=tag(log,interval(1e-5,0.5))' 'optim.momentum=interval(0,0.99)' optim=sgd":
+        Run(),
     # Reports
     "python -m runner report": Run(before=(MAIN,)),
     "python -m runner report --parent RUN_ID": Run(before=(SEEDS,)),

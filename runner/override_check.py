@@ -237,7 +237,8 @@ class Schema:
     def check_plugin_values(self, overrides) -> None:
         """A sweep's values that only a plugin can judge (Adam's lr=-1, poly's n_samples=0): each
         swept value of `G.ARG` is given to each chosen plugin of G, built once with the command
-        line's other G arguments and once with that value too. Only a value that turns a build that
+        line's other G arguments (and the first value of each other swept one) and once with that
+        value too. Only a value that turns a build that
         works into one that fails refuses the sweep, so a plugin that cannot be built here (it needs
         the run's problem, or a required file) is left to its jobs. Values are judged one at a time;
         a combination that fails only together fails its job (recorded FAILED)."""
@@ -253,10 +254,14 @@ class Schema:
             if not swept or any(isinstance(v, str) and "${" in v for v in fixed.values()):
                 continue  # nothing swept, or an interpolation only Hydra resolves
             for name, args in self.params[group].items():
-                base = {k: _convert(args[k].annotation, v) for k, v in fixed.items()}
-                if _build(group, name, base) is not None:
-                    continue  # the base itself fails (or cannot be built here): the jobs say why
                 for arg, o in swept:
+                    # The base is one real job: the fixed arguments and the first value of every
+                    # other swept one (problem.start=1,2 is judged on the swept dataset, not the default).
+                    base = {k: _convert(args[k].annotation, v) for k, v in fixed.items()}
+                    base |= {k: _convert(args[k].annotation, _values(other)[0]) for k, other in swept
+                             if k != arg and _values(other) and not (isinstance(_values(other)[0], str) and "${" in _values(other)[0])}
+                    if _build(group, name, base) is not None:
+                        continue  # the base itself fails (or cannot be built here): the jobs say why
                     for value in _values(o):
                         if isinstance(value, str) and "${" in value:
                             continue

@@ -110,6 +110,9 @@ def test_mlflow_ui_shows_the_sweep(served_sweep, tmp_path):
         page.get_by_text(PARENT).first.wait_for()  # the child links back to its sweep
         page.screenshot(path=str(shots / "2-child-overview.png"), full_page=True)
 
+        # A chart renders only once scrolled into view, and a run now has more metrics (best_*,
+        # sse) than one screen holds: a tall window shows them all, loss among them.
+        page.set_viewport_size({"width": 1600, "height": 4000})
         page.get_by_role("tab", name="Model metrics").click()
         loss_chart = page.locator("div").filter(has=page.get_by_text("loss", exact=True)).filter(has=page.locator("canvas, svg.main-svg")).last
         loss_chart.wait_for()

@@ -194,7 +194,7 @@ def test_compile_auto_decides_by_device_and_steps():
 # -- float32 statistics on the device, Phi not moved ----------------------------------------------
 def test_float32_statistics_are_made_in_blocks_and_phi_stays_on_the_host(monkeypatch):
     monkeypatch.setattr(least_squares, "GRAM_BLOCK", 3 * 1000)  # 1000 rows a block: five blocks
-    p = Poly(n_samples=4_500, noise=0.5, coefficients=[1.0, -2.0, 0.5])
+    p = Poly(n_samples=4_500, noise=0.5, coefficients=[1.0, -2.0, 0.5], loss="sse")  # the sum in y's units
     params = p.initial_params(torch.Generator().manual_seed(0), CPU, torch.float32)
     assert set(p._tensors) == {"key", "G", "h", "tt"}  # what a float32 step reads, and nothing else
     Phi = np.asarray(p.Phi, np.float64)

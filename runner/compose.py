@@ -39,7 +39,9 @@ class Experiment:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build(cfg: DictConfig) -> Experiment:
+def build(cfg: DictConfig, problem=None) -> Experiment:
+    """`problem`: an adapter.ProblemHooks already built from this very `problem` config (the jobs of
+    a batched sweep share one: runner/batched); else it is built here."""
     import torch
 
     from runner.adapter import ProblemHooks, injected_arguments
@@ -51,7 +53,8 @@ def build(cfg: DictConfig) -> Experiment:
     resolve_dtype(trainer["dtype"])  # a bad name is refused before the problem reads its data
     problem_name, problem_factory = _plugin("problem", cfg.problem)
     problem_kwargs = coerce_arguments(problem_factory, cfg.problem, "problem")
-    problem = ProblemHooks(_construct(problem_factory, "problem", problem_name, **problem_kwargs), problem_name)
+    if problem is None:
+        problem = ProblemHooks(_construct(problem_factory, "problem", problem_name, **problem_kwargs), problem_name)
     dtype = resolve_dtype(trainer["dtype"], problem)
     device, device_note = auto_for_problem(trainer["device"], device, problem, dtype, trainer["replicas"])
     optim_name, optim_factory = _plugin("optim", cfg.optim)

@@ -39,12 +39,8 @@ class RunRecord:
 
     def __enter__(self) -> "RunRecord":
         exp, out = self.experiment, self.ctx.output_dir
-        tags = {**exp.plugins, **registry.distribution_tags(exp.plugins), "mlflow.source.name": "runner", "output_dir": str(out), "config_hash": exp.config_hash, **self.ctx.sweep_tags()}
-        if exp.job.replicas > 1:
-            tags.update(replicas=str(exp.job.replicas), replica_mode=exp.job.plan.mode, replica_note=exp.job.plan.reason)
-        if exp.device_note:
-            tags["device_note"] = exp.device_note  # auto chose the CPU on a GPU machine, and why
-        self.run_id = self.client.create_run(self.experiment_id, self.name, tags)
+        tags = self.run_tags()
+        self.run_id = self._create_run(tags)
         self.params = flatten(exp.resolved)
         if "tracking.uri" in self.params:  # a password in a server's URI is not for the record
             from runner.trust import redact_uri
@@ -53,7 +49,7 @@ class RunRecord:
         self.folder = JobFolder(out, run_id=self.run_id, tracking_uri=self.uri, experiment=self.cfg.tracking.experiment,
                                 experiment_id=self.experiment_id, run_name=self.name, tags=tags, params=self.params)
         self.link = StoreLink(self.client, self.run_id)
-        self.stream = MetricStream(self.client, self.run_id, out / "metrics.csv")
+        self.stream = self._open_stream(out / "metrics.csv")
         mode = exp.trainer["progress"]
         if mode == "auto" and self.ctx.multirun:
             mode = "off"  # jobs of a sweep may run side by side: one line each at the end instead
@@ -69,6 +65,24 @@ class RunRecord:
             if not self.__exit__(*sys.exc_info()):
                 raise
         return self
+
+    def run_tags(self) -> dict[str, str]:
+        exp = self.experiment
+        tags = {**exp.plugins, **registry.distribution_tags(exp.plugins), "mlflow.source.name": "runner", "output_dir": str(self.ctx.output_dir),
+                "config_hash": exp.config_hash, **self.ctx.sweep_tags()}
+        if exp.job.replicas > 1:
+            tags.update(replicas=str(exp.job.replicas), replica_mode=exp.job.plan.mode, replica_note=exp.job.plan.reason)
+        if exp.device_note:
+            tags["device_note"] = exp.device_note  # auto chose the CPU on a GPU machine, and why
+        return tags
+
+    def _create_run(self, tags: dict) -> str:
+        """The MLflow run (a batch of sweep jobs creates its runs together: runner/batched/record.py)."""
+        return self.client.create_run(self.experiment_id, self.name, tags)
+
+    def _open_stream(self, history_file):
+        """Where the metric points go: a stream of this run's own (a batch shares one writer)."""
+        return MetricStream(self.client, self.run_id, history_file)
 
     def on_points(self, done: int, points, times, costs) -> None:
         """The loop's logged points: the history, the metric stream, the progress display."""

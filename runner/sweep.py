@@ -68,7 +68,7 @@ def start(config: DictConfig) -> SweepParent:
     check_no_environment(config, "the sweep's config")
     uri = resolve_uri(config.tracking.uri)
     check_reachable(uri)
-    if "BasicLauncher" in str(OmegaConf.select(config, "hydra.launcher._target_", default="")):
+    if str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith(("BasicLauncher", "BatchedLauncher")):
         from runner.store.helper import prestart
 
         prestart()  # the jobs run in this process: their MLflow helper imports while this one opens the parent

@@ -29,6 +29,12 @@ class TrackingClient(Protocol):
 
     def set_tag(self, run_id: str, key: str, value: str) -> None: ...
 
+    def create_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str]]]) -> list[str]:
+        """Many runs at once, [(name, tags)] -> ids in order: a batch of sweep jobs (runner/batched)."""
+
+    def log_batches(self, batches: list[tuple], wait: bool = True) -> None:
+        """Many runs' log_batch at once: [(run_id, metrics, params, tags)]."""
+
     def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None: ...
 
     def set_terminated(self, run_id: str, status: str) -> None:

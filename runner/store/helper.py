@@ -112,6 +112,14 @@ class HelperClient:
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self._call("set_tag", run_id, key, value)
 
+    def create_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str]]]) -> list[str]:
+        """Many runs in one request: [(name, tags)] -> their ids, in order (a batch of sweep jobs)."""
+        return self._call("create_runs", experiment_id, runs)
+
+    def log_batches(self, batches: list[tuple], wait: bool = True) -> None:
+        """Many runs' log_batch in one request: [(run_id, metrics, params, tags)]."""
+        self._call("log_batches", [(r, list(m), list(p), list(t)) for r, m, p, t in batches], wait=wait)
+
     def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None:
         self._call("log_artifact", run_id, path, wait=wait)
 
@@ -177,7 +185,7 @@ def helper_for(uri: str) -> HelperClient:
 
 
 # -- the helper's side ----------------------------------------------------------------------------
-SERVED = ("open_experiment", "create_run", "log_batch", "set_tag", "log_artifact", "set_terminated",
+SERVED = ("open_experiment", "create_run", "create_runs", "log_batch", "log_batches", "set_tag", "log_artifact", "set_terminated",
           "finished_run", "draw_loss_curve", "wait")
 
 
@@ -191,6 +199,11 @@ def _commands(uri: str) -> dict:
         run_id = client.create_run(experiment_id, run_name, tags)
         opened.add(run_id)
         return run_id
+
+    def create_runs(experiment_id, runs):
+        ids = client.create_runs(experiment_id, runs)
+        opened.update(ids)
+        return ids
 
     def set_terminated(run_id, status):
         client.set_terminated(run_id, status)
@@ -210,7 +223,7 @@ def _commands(uri: str) -> dict:
             opened.discard(run_id)
 
     return ({name: getattr(client, name) for name in SERVED}
-            | {"ping": lambda: None, "create_run": create_run, "set_terminated": set_terminated,
+            | {"ping": lambda: None, "create_run": create_run, "create_runs": create_runs, "set_terminated": set_terminated,
                "watch": opened.add, "_close_abandoned": close_abandoned})
 
 

@@ -71,6 +71,15 @@ class LocalClient:
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self.mlflow.set_tag(run_id, key, value)
 
+    def create_runs(self, experiment_id: str, runs: list) -> list[str]:
+        """[(name, tags)] -> run ids, in order."""
+        return [self.create_run(experiment_id, name, tags) for name, tags in runs]
+
+    def log_batches(self, batches: list, wait: bool = True) -> None:
+        """[(run_id, metrics, params, tags)]: each run's log_batch (MLflow splits its own limits)."""
+        for run_id, metrics, params, tags in batches:
+            self.log_batch(run_id, metrics, params, tags)
+
     def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None:
         self.mlflow.log_artifact(run_id, path)
 

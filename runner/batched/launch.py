@@ -1,0 +1,325 @@
+"""The batched launcher's work (hydra_plugins/runner_batched_launcher is its Hydra face).
+
+For each group of jobs (runner/batched/plan.py): Hydra composes the first job's config once; the
+others' configs are derived from it by setting their batch-axis values (checked against Hydra's
+own composition for one job per group: on a difference every job of the group is composed by
+Hydra); each job is then built by runner/compose.py as a job alone would be, sharing the one
+problem. Jobs that can share a program run as one batch (runner/batched/engine.py), each with
+its own record (runner/batched/record.py); every other job runs as Hydra's basic launcher runs
+it, in the same sweep.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from runner.batched import plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    position: int  # in the sweep's list of jobs
+    num: int  # hydra.job.num
+    overrides: list[str]
+    cfg: DictConfig  # the task's config (no hydra node)
+    experiment: Any  # runner.compose.Experiment
+
+
+class BatchedSweep:
+    def __init__(self, hydra_context, task_function, config: DictConfig, max_batch: int, verify: bool):
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.max_batch, self.verify = max(1, int(max_batch)), bool(verify)
+        self.batches = 0
+
+    # -- Hydra's launcher entry ------------------------------------------------------------------
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+        from hydra.core.utils import configure_log, setup_globals
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        overrides = [list(o) for o in job_overrides]
+        returns: list = [None] * len(overrides)
+        groups = plan.group(overrides)
+        log.info(f"Launching {len(overrides)} jobs in {len(groups)} group(s) (batched launcher)")
+        for g in groups:
+            if len(g.jobs) > 1:
+                try:
+                    self._batch_group(g, overrides, initial_job_idx, returns)
+                except Exception as exc:  # before any run of the batch existed: its jobs run one by one
+                    log.warning(f"Batching failed ({type(exc).__name__}: {exc}); these jobs run one by one.", exc_info=True)
+            for position in g.jobs:
+                if returns[position] is None:
+                    returns[position] = self._basic(position, overrides[position], initial_job_idx)
+        return returns
+
+    # -- one job the way Hydra's basic launcher runs it ------------------------------------------
+    def _basic(self, position: int, overrides: list[str], initial_job_idx: int):
+        from hydra.core.utils import configure_log, run_job
+
+        idx = initial_job_idx + position
+        log.info(f"\t#{idx} : {' '.join(overrides)}")
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret
+
+    # -- a group: compose once, derive, build, batch ---------------------------------------------
+    def _compose(self, overrides: list[str], idx: int) -> DictConfig:
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        return sweep_config
+
+    def _batch_group(self, g: plan.Group, overrides: list[list[str]], initial_job_idx: int, returns: list) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from runner import compose
+        from runner.errors import UserError
+
+        first = g.jobs[0]
+        base = self._compose(overrides[first], initial_job_idx + first)
+        previous = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(base)  # for ${hydra:...} in the jobs' configs
+        try:
+            task_base = _task_config(base)
+            try:
+                from runner.trust import check_no_environment
+
+                check_no_environment(task_base)
+                base_exp = compose.build(task_base)
+            except (UserError, Exception) as exc:  # the basic path reports it, job by job
+                log.info(f"Jobs {', '.join(str(initial_job_idx + p) for p in g.jobs)} run one by one: {type(exc).__name__}: {str(exc)[:200]}")
+                return
+            why = not_batchable(base_exp)
+            if why:
+                log.info(f"Jobs {', '.join(str(initial_job_idx + p) for p in g.jobs)} run one by one: {why}")
+                return
+            derive = self._derive
+            if self.verify and not self._derived_equals_hydra(g, overrides, initial_job_idx, task_base):
+                derive = self._hydra_task_config
+            prepared = [Prepared(first, initial_job_idx + first, overrides[first], task_base, base_exp)]
+            problem_node = _plain(task_base.problem)
+            for position, values in zip(g.jobs[1:], g.values[1:]):
+                try:
+                    cfg = derive(task_base, values, overrides[position], initial_job_idx + position)
+                    if _plain(cfg.problem) != problem_node:  # an interpolation made it differ
+                        continue
+                    exp = compose.build(cfg, problem=base_exp.problem)
+                except Exception:  # refused input: the basic path records it as that job's failure
+                    continue
+                if same_program(base_exp, exp):
+                    prepared.append(Prepared(position, initial_job_idx + position, overrides[position], cfg, exp))
+            if len(prepared) < 2:
+                return
+            for start in range(0, len(prepared), self.max_batch):
+                chunk = prepared[start : start + self.max_batch]
+                if len(chunk) == 1:
+                    continue  # the basic path runs it
+                self._run_batch(base, chunk, returns)
+        finally:
+            HydraConfig.instance().cfg = previous
+
+    def _derive(self, task_base: DictConfig, values: dict, overrides: list[str], idx: int) -> DictConfig:
+        """The job's task config without composing: the group's, with its batch-axis values set
+        exactly as Hydra sets a `key=value` override (OmegaConf.update, merge)."""
+        cfg = copy.deepcopy(task_base)
+        for key, value in values.items():
+            OmegaConf.update(cfg, key, value, merge=True)
+        return cfg
+
+    def _hydra_task_config(self, task_base: DictConfig, values: dict, overrides: list[str], idx: int) -> DictConfig:
+        return _task_config(self._compose(overrides, idx))
+
+    def _derived_equals_hydra(self, g: plan.Group, overrides: list[list[str]], initial_job_idx: int, task_base: DictConfig) -> bool:
+        """Compose one more job of the group with Hydra and compare it with the derived config."""
+        position, values = g.jobs[-1], g.values[-1]
+        derived = self._derive(task_base, values, overrides[position], initial_job_idx + position)
+        composed = self._hydra_task_config(task_base, values, overrides[position], initial_job_idx + position)
+        same = OmegaConf.to_container(derived, resolve=True) == OmegaConf.to_container(composed, resolve=True)
+        if not same:
+            log.warning("A derived job config differs from Hydra's composition; composing every job of this group with Hydra.")
+        return same
+
+    # -- one batch -------------------------------------------------------------------------------
+    def _run_batch(self, base: DictConfig, jobs: list[Prepared], returns: list) -> None:
+        from hydra.core.utils import JobReturn, JobStatus
+
+        from runner import store, task
+        from runner.batched.engine import Batch, Member
+        from runner.batched.record import BatchRecord, BatchStream, create_runs
+        from runner.job_context import JobContext, SweepParent
+        from runner.run_record import RunFailed
+
+        self.batches += 1
+        first = jobs[0].experiment
+        parent = SweepParent.of_job(base.hydra)
+        uri = parent.uri if parent else task.store_uri(jobs[0].cfg, JobContext(Path(".")))
+        client = store.connect(uri)
+        experiment_id = task._open_experiment(client, uri, jobs[0].cfg.tracking.experiment)
+        contexts = [JobContext(self._output_dir(base, j), True, j.num, tuple(j.overrides), parent) for j in jobs]
+        for j, ctx in zip(jobs, contexts):
+            ctx.output_dir.mkdir(parents=True, exist_ok=True)
+            _write_hydra_files(ctx.output_dir, j)
+
+        names = [j.cfg.tracking.run_name or ctx.run_name(**j.experiment.plugins, device=j.experiment.device) for j, ctx in zip(jobs, contexts)]
+        todo = list(range(len(jobs)))
+        if jobs[0].cfg.tracking.get("skip_finished"):
+            todo = []
+            for i, (j, ctx) in enumerate(zip(jobs, contexts)):
+                done = client.finished_run(experiment_id, j.experiment.config_hash)
+                if done is None:
+                    todo.append(i)
+                else:
+                    returns[j.position] = _job_return(j, task._reuse(client, ctx, experiment_id, done, names[i], j.experiment))
+            if len(todo) < 2:
+                return  # what is left runs the basic way
+        jobs, contexts, names = [jobs[i] for i in todo], [contexts[i] for i in todo], [names[i] for i in todo]
+
+        members = [Member(j.experiment.job.seeds[0], j.experiment.job.make_optimizer, j.experiment.job.make_scheduler,
+                          json.dumps([j.experiment.resolved.get("optim"), j.experiment.resolved.get("sched")], sort_keys=True, default=str))
+                   for j in jobs]
+        batch = Batch(first.problem, members, first.device, first.job.dtype)
+        tag = f"{self.batches}: jobs {jobs[0].num}-{jobs[-1].num} ({len(jobs)} jobs; {batch.mode}: {batch.describe})"
+        log.info(f"Batch {tag}")
+        shared = BatchStream(client)
+        records = [BatchRecord(client, j.cfg, j.experiment, ctx, experiment_id, uri, name, batch_tag=tag, shared=shared)
+                   for j, ctx, name in zip(jobs, contexts, names)]
+        handler = signal.getsignal(signal.SIGTERM)
+        entered: list = []
+        failure: Optional[BaseException] = None
+        try:
+            create_runs(client, experiment_id, records)
+            for r in records:
+                r.__enter__()
+                entered.append(r)
+            t = first.trainer
+            results, finals = batch.run(steps=t["steps"], log_every=t["log_every"], check_every=t["check_every"], tol=t["tol"],
+                                        on_points=lambda i, done, points, times, costs: records[i].on_points(done, points, times, costs))
+            for r, loop, params in zip(records, results, finals):
+                r.experiment.job.final_params = [params]
+                r.finish(loop)
+        except BaseException as exc:
+            failure = exc
+        try:
+            interrupt = _close_all(records, entered, failure, client)
+        finally:
+            shared.close()
+            if handler is not None:
+                signal.signal(signal.SIGTERM, handler)
+        if interrupt is not None:
+            raise interrupt
+        for j, r in zip(jobs, records):
+            value = r.loop.final_loss if r.loop is not None and r.status == "FINISHED" else math.nan
+            returns[j.position] = _job_return(j, value)
+        del RunFailed, JobReturn, JobStatus
+
+    def _output_dir(self, base: DictConfig, job: Prepared) -> Path:
+        with read_write(base.hydra), open_dict(base.hydra):
+            base.hydra.job.num = job.num
+            base.hydra.job.id = job.num
+        out = os.path.join(str(OmegaConf.select(base, "hydra.sweep.dir")), str(OmegaConf.select(base, "hydra.sweep.subdir")))
+        return Path(os.path.abspath(out))
+
+
+def _close_all(records: list, entered: list, failure: Optional[BaseException], client) -> Optional[BaseException]:
+    """Close every job's record, in order: FINISHED, FAILED (its own reason, or the batch's
+    exception) or KILLED (an interrupt, which is returned to be raised once all are closed)."""
+    from runner.run_record import RunFailed
+
+    interrupt = failure if isinstance(failure, KeyboardInterrupt) else None
+    for r in records:
+        if r not in entered:
+            if getattr(r, "preset_id", None) is not None:  # created but never opened: closed all the same
+                try:
+                    client.log_batch(r.preset_id, tags=[("error", f"the batch stopped before this job started ({type(failure).__name__})")])
+                    client.set_terminated(r.preset_id, "KILLED" if interrupt is not None else "FAILED")
+                except Exception:
+                    pass
+            continue
+        exc = interrupt if interrupt is not None else (failure if isinstance(failure, Exception) else None)
+        try:
+            r.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+        except RunFailed:
+            pass
+        except KeyboardInterrupt as again:  # while closing: the rest are closed KILLED too
+            interrupt = interrupt or again
+    if failure is not None and not isinstance(failure, (KeyboardInterrupt, Exception)):
+        return failure  # SystemExit and the like go on
+    return interrupt
+
+
+def not_batchable(exp) -> str:
+    """Why a job's program cannot be shared with others ('' when it can)."""
+    from runner import replicas as rep
+
+    job = exp.job
+    if exp.trainer["replicas"] != 1:
+        return "trainer.replicas > 1 (its replicas are already one batched program)"
+    needs = job.needs
+    if not needs.elementwise:
+        return f"optim={exp.plugins['optim']} is not elementwise (its update couples parameters)"
+    if needs.create_graph or needs.train_eval or needs.grad_before_step:
+        return f"optim={exp.plugins['optim']} needs more of the loop than one batched step gives"
+    if job.compile.compile:
+        return "the loss is compiled (trainer.compile)"
+    seed = exp.trainer["seed"]
+    found = rep.plan(exp.problem, needs, [seed, seed + 1], exp.device, job.dtype)
+    if found.mode != "batched":
+        return found.reason
+    return ""
+
+
+def same_program(base, exp) -> bool:
+    """Everything but the seed and the optimiser's and schedule's values is the base job's."""
+    strip = lambda t: {k: v for k, v in t.items() if k != "seed"}  # noqa: E731
+    return (exp.plugins == base.plugins and strip(exp.trainer) == strip(base.trainer) and exp.device == base.device
+            and exp.job.dtype == base.job.dtype and exp.job.needs.elementwise and not exp.job.compile.compile
+            and {k: v for k, v in exp.resolved.items() if k not in ("optim", "sched", "trainer")}
+            == {k: v for k, v in base.resolved.items() if k not in ("optim", "sched", "trainer")})
+
+
+def _task_config(sweep_config: DictConfig) -> DictConfig:
+    cfg = copy.deepcopy(sweep_config)
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def _plain(node) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def _write_hydra_files(out: Path, job: Prepared) -> None:
+    """The job folder's `.hydra/overrides.yaml`, as Hydra writes it for a job it runs."""
+    try:
+        folder = out / ".hydra"
+        folder.mkdir(exist_ok=True)
+        (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(job.overrides))))
+    except OSError:
+        pass  # best-effort, like every job-folder file: the record says what could not be written
+
+
+def _job_return(job: Prepared, value: float):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    ret = JobReturn()
+    ret.cfg, ret.overrides, ret.working_dir, ret.task_name = job.cfg, list(job.overrides), os.getcwd(), "runner"
+    ret.status, ret.return_value = JobStatus.COMPLETED, value
+    return ret

@@ -1,0 +1,153 @@
+"""The records of a batch's jobs: each job its own RunRecord (runner/run_record.py: the same
+params, tags, result.json, final metrics, figures, status and job folder as a job run alone),
+with two things shared by the batch so that a thousand jobs do not cost a thousand of each:
+
+- the runs are created in one request to the MLflow helper (`create_runs`);
+- one writer thread sends every job's metric points in bulk (`log_batches`), beats every
+  run's heartbeat together, and appends each job's points to its own metrics.csv.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from runner.run_record import RunRecord
+from runner.store.stream import HEARTBEAT_TAG
+
+log = logging.getLogger(__name__)
+BULK_POINTS = 20_000  # metric points per bulk request: MLflow splits each run's into its 1000-point batches
+
+
+class BatchRecord(RunRecord):
+    """A job's RunRecord whose run was created with its batch's and whose points go through the
+    batch's shared writer."""
+
+    def __init__(self, *args, batch_tag: str, shared: "BatchStream", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_tag, self.shared = batch_tag, shared
+        self.preset_id: Optional[str] = None
+
+    def run_tags(self) -> dict[str, str]:
+        return {**super().run_tags(), "batch": self.batch_tag}
+
+    def _create_run(self, tags: dict) -> str:
+        return self.preset_id if self.preset_id is not None else super()._create_run(tags)
+
+    def _open_stream(self, history_file):
+        return self.shared.view(self.run_id, history_file)
+
+
+def create_runs(client, experiment_id: str, records: list[BatchRecord]) -> None:
+    """Every record's run, in one request; each record then opens with its own."""
+    ids = client.create_runs(experiment_id, [(r.name, r.run_tags()) for r in records])
+    for record, run_id in zip(records, ids):
+        record.preset_id = run_id
+
+
+class StreamView:
+    """One run's side of the shared writer, with MetricStream's interface (put, close, error)."""
+
+    def __init__(self, shared: "BatchStream", run_id: str, history_file: Optional[Path]):
+        self.shared, self.run_id, self.history_file = shared, run_id, history_file
+        self.local_error: Optional[OSError] = None
+        self.closed = False
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        return self.shared.error
+
+    def put(self, key: str, points, times=None) -> None:
+        points = list(points)
+        if not points:
+            return
+        stamps = [round(t * 1000) for t in times] if times is not None else [int(time.time() * 1000)] * len(points)
+        self.shared.pending.append((self, [(key, float(v), ts, int(s)) for (s, v), ts in zip(points, stamps)]))
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Everything put so far is sent (with every other job's: one bulk request) before the
+        record goes on to its final metrics and status."""
+        self.closed = True
+        self.shared.flush()
+
+
+class BatchStream:
+    def __init__(self, client, interval: float = 1.0, heartbeat: float = 10.0):
+        self.client, self.interval, self.heartbeat = client, interval, heartbeat
+        self.pending: collections.deque = collections.deque()
+        self.views: list[StreamView] = []
+        self.error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._next_beat = time.time() + heartbeat
+        self.thread = threading.Thread(target=self._work, name="mlflow-batch-metrics", daemon=True)
+        self.thread.start()
+
+    def view(self, run_id: str, history_file: Optional[Path]) -> StreamView:
+        v = StreamView(self, run_id, history_file)
+        self.views.append(v)
+        return v
+
+    def close(self, timeout: float = 60.0) -> None:
+        self._closing.set()
+        self.thread.join(timeout)
+        self.flush()
+
+    def _work(self) -> None:
+        while not self._closing.wait(min(self.interval, max(self._next_beat - time.time(), 0.01))):
+            self.flush()
+            self._beat()
+
+    def _beat(self) -> None:
+        now = time.time()
+        if self.error is not None or now < self._next_beat:
+            return
+        self._next_beat = now + self.heartbeat
+        alive = [(v.run_id, [], [], [(HEARTBEAT_TAG, f"{now:.0f}")]) for v in self.views if not v.closed]
+        with self._lock:
+            try:
+                if alive:
+                    self.client.log_batches(alive)
+            except Exception as exc:
+                self._failed(exc)
+
+    def flush(self) -> None:
+        """Send what is pending: each job's rows to its metrics.csv, then all of them to the store
+        in bulk. From the writer thread, or from a closing record (the lock orders them)."""
+        with self._lock:
+            per_view: dict[StreamView, list] = {}
+            while self.pending:
+                view, rows = self.pending.popleft()
+                per_view.setdefault(view, []).extend(rows)
+            if not per_view:
+                return
+            for view, rows in per_view.items():
+                if view.history_file is not None and view.local_error is None:
+                    try:
+                        with open(view.history_file, "a") as fh:
+                            fh.writelines(f"{k},{s},{v!r},{t}\n" for k, v, t, s in rows)
+                    except OSError as exc:
+                        view.local_error = exc
+            if self.error is not None:
+                return  # the store is gone: the job folders keep the points for `sync`
+            batch, count = [], 0
+            try:
+                for view, rows in per_view.items():
+                    batch.append((view.run_id, rows, [], []))
+                    count += len(rows)
+                    if count >= BULK_POINTS:
+                        self.client.log_batches(batch)
+                        batch, count = [], 0
+                if batch:
+                    self.client.log_batches(batch)
+            except Exception as exc:
+                self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+            log.warning("The tracking store stopped answering (%s). The batch goes on; each job's full record is kept "
+                        "in its folder and `python -m runner sync` uploads it later.", str(exc).splitlines()[0][:200])

@@ -1,0 +1,96 @@
+"""The batched launcher (hydra/launcher=batched) through the real entry point: a batched job's
+record equals the basic launcher's for the same overrides; jobs that cannot batch run the basic
+way in the same sweep; one diverging job fails alone."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import all_runs, run_cli, store
+
+STEPS = 30
+
+
+def children_by_overrides(cwd, experiment):
+    runs = all_runs(cwd, experiment)
+    parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert len(parents) == 1
+    strip = lambda o: " ".join(x for x in o.split() if not x.startswith("tracking.experiment="))  # noqa: E731
+    return parents[0], {strip(r.data.tags["overrides"]): r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+
+
+def history(cwd, run, key="loss"):
+    return [(p.step, p.value) for p in store(cwd).get_metric_history(run.info.run_id, key)]
+
+
+def close(a, b, rel=1e-9):
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))
+
+
+def same_record(cwd, basic, batched):
+    """The batched job's record against the basic one's: status, history, solution, params."""
+    assert batched.info.status == basic.info.status, (basic.data.tags.get("error"), batched.data.tags.get("error"))
+    hb, hc = history(cwd, basic), history(cwd, batched)
+    assert [s for s, _ in hb] == [s for s, _ in hc]
+    assert all(close(a, b) for (_, a), (_, b) in zip(hb, hc)), (hb, hc)
+    for key in ("evals", "loss_evals", "grad_evals"):
+        assert history(cwd, basic, key) == history(cwd, batched, key)
+    assert {k: v for k, v in batched.data.params.items() if k != "tracking.experiment"} == \
+        {k: v for k, v in basic.data.params.items() if k != "tracking.experiment"}
+    assert batched.data.tags["config_hash"] == basic.data.tags["config_hash"]
+    assert batched.info.run_name == basic.info.run_name
+    rb = json.loads((Path(basic.data.tags["output_dir"]) / "result.json").read_text())
+    rc = json.loads((Path(batched.data.tags["output_dir"]) / "result.json").read_text())
+    assert rb["steps"] == rc["steps"] and close(rb["final_loss"], rc["final_loss"])
+    for name, value in rb["solution"].items():
+        values = value if isinstance(value, list) else [value]
+        other = rc["solution"][name] if isinstance(value, list) else [rc["solution"][name]]
+        assert all(close(x, y, 1e-8) for x, y in zip(values, other)), (name, value, rc["solution"][name])
+    assert set(batched.data.metrics) == set(basic.data.metrics)
+    artifacts = lambda r: {a.path for a in store(cwd).list_artifacts(r.info.run_id)}  # noqa: E731
+    assert artifacts(batched) == artifacts(basic)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep", [
+    # adam, adamw, rmsprop: torch's rules with per-job tensors; nadam: each job's own optimiser
+    ("problem=poly", "optim=adam,adamw,rmsprop,nadam", "optim.lr=0.01,0.05", "trainer.seed=0,1"),
+    ("problem=puzzle", "optim=sgd", "optim.lr=0.01,0.02", "optim.momentum=0,0.9", "optim.weight_decay=0,0.1"),
+], ids=["poly-adaptive", "puzzle-sgd"])
+def test_a_batched_job_records_what_the_basic_launcher_records(workdir, sweep):
+    common = ("-m", *sweep, f"trainer.steps={STEPS}", "trainer.dtype=float64", "trainer.check_every=7")
+    basic = run_cli(workdir, *common, "tracking.experiment=basic")
+    assert basic.returncode == 0, basic.stderr[-3000:]
+    batched = run_cli(workdir, *common, "hydra/launcher=batched", "tracking.experiment=batched")
+    assert batched.returncode == 0, batched.stderr[-3000:]
+    _, basic_runs = children_by_overrides(workdir, "basic")
+    parent, batched_runs = children_by_overrides(workdir, "batched")
+    assert parent.data.tags["hydra_launcher"] == "batched"
+    assert set(basic_runs) == set(batched_runs) and len(batched_runs) >= 8
+    for overrides, run in batched_runs.items():
+        assert "batch" in run.data.tags, overrides  # every job ran in a batch
+        same_record(workdir, basic_runs[overrides], run)
+
+
+@pytest.mark.slow
+def test_a_mixed_sweep_batches_what_it_can_and_one_diverging_job_fails_alone(workdir):
+    """sgd jobs share a batch, one of them diverging; lbfgs (not elementwise) runs the basic way."""
+    proc = run_cli(workdir, "-m", "hydra/launcher=batched", "optim=sgd,lbfgs", "optim.lr=0.001,1e-6,1e-7",
+                   "trainer.steps=40", "trainer.seed=3")
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a job failed
+    parent, runs = children_by_overrides(workdir, "runner")
+    assert len(runs) == 6 and parent.info.status == "FAILED"
+    sgd = {o: r for o, r in runs.items() if "optim=sgd" in o}
+    lbfgs = {o: r for o, r in runs.items() if "optim=lbfgs" in o}
+    assert all("batch" in r.data.tags for r in sgd.values()) and len({r.data.tags["batch"] for r in sgd.values()}) == 1
+    assert not any("batch" in r.data.tags for r in lbfgs.values())
+    diverged = runs["optim=sgd optim.lr=0.001 trainer.steps=40 trainer.seed=3"]
+    assert diverged.info.status == "FAILED" and diverged.data.tags["error"].startswith("diverged: the loss became")
+    steps = [s for s, _ in history(workdir, diverged)]
+    assert steps and steps[-1] < 40  # its history up to the divergence
+    for overrides, run in runs.items():
+        if run is not diverged:
+            assert run.info.status == "FINISHED", (overrides, run.data.tags.get("error"))
+            assert [s for s, _ in history(workdir, run)] == list(range(0, 40, 10)) + [40]
+            assert (Path(run.data.tags["output_dir"]) / "result.json").exists()
+    assert "diverged" in proc.stdout and "Failed jobs:" in proc.stdout

@@ -72,13 +72,106 @@ class LocalClient:
         self.mlflow.set_tag(run_id, key, value)
 
     def create_runs(self, experiment_id: str, runs: list) -> list[str]:
-        """[(name, tags)] -> run ids, in order."""
-        return [self.create_run(experiment_id, name, tags) for name, tags in runs]
+        """[(name, tags)] -> run ids, in order. On a SQL store in one transaction (the rows MLflow's
+        create_run writes, about 10 ms a run otherwise); elsewhere run by run."""
+        ids = self._bulk_create_runs(experiment_id, runs)
+        return ids if ids is not None else [self.create_run(experiment_id, name, tags) for name, tags in runs]
+
+    def _bulk_create_runs(self, experiment_id: str, runs: list) -> Optional[list[str]]:
+        try:
+            import uuid
+
+            from mlflow.entities import LifecycleStage, RunStatus, SourceType
+            from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+            from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
+            from mlflow.utils.time import get_current_time_millis
+            from mlflow.utils.uri import append_to_uri_path
+        except ImportError:
+            return None
+        sql = getattr(getattr(self.mlflow, "_tracking_client", None), "store", None)
+        if not isinstance(sql, SqlAlchemyStore):
+            return None
+        experiment = sql.get_experiment(experiment_id)
+        sql._check_experiment_is_active(experiment)
+        ids, rows = [], []
+        for name, tags in runs:
+            run_id = uuid.uuid4().hex
+            ids.append(run_id)
+            tags = {**tags, MLFLOW_RUN_NAME: name}
+            run = SqlRun(name=name, artifact_uri=append_to_uri_path(experiment.artifact_location, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
+                         run_uuid=run_id, experiment_id=experiment_id, source_type=SourceType.to_string(SourceType.UNKNOWN),
+                         source_name="", entry_point_name="", user_id=tags.get(MLFLOW_USER, "unknown"),
+                         status=RunStatus.to_string(RunStatus.RUNNING), start_time=get_current_time_millis(), end_time=None,
+                         deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE)
+            run.tags = [SqlTag(key=k, value=str(v)) for k, v in tags.items()]
+            rows.append(run)
+        with sql.ManagedSessionMaker(read_only=False) as session:
+            session.add_all(rows)
+            session.commit()
+        return ids
 
     def log_batches(self, batches: list, wait: bool = True) -> None:
-        """[(run_id, metrics, params, tags)]: each run's log_batch (MLflow splits its own limits)."""
-        for run_id, metrics, params, tags in batches:
-            self.log_batch(run_id, metrics, params, tags)
+        """[(run_id, metrics, params, tags)]: what each run's log_batch would record. On a SQL
+        store the metric points of all runs go in one transaction (_bulk_metrics); elsewhere, or
+        when that cannot be used, run by run through MLflow's log_batch."""
+        points = [(run_id, metrics) for run_id, metrics, _, _ in batches if metrics]
+        if points and not self._bulk_metrics(points):
+            for run_id, metrics in points:
+                self.log_batch(run_id, metrics)
+        for run_id, _, params, tags in batches:
+            if params or tags:
+                self.log_batch(run_id, params=params, tags=tags)
+
+    def _bulk_metrics(self, points: list) -> bool:
+        """Metric points of many runs in one SQL transaction: the rows MLflow's SQL store writes
+        for log_batch (`metrics`, and `latest_metrics` where a point is newer), without its
+        per-point ORM work (about 70 µs a point here). False, with nothing written, where it does
+        not apply: not a SQL store, a run that is not active, a point already recorded."""
+        try:
+            import sqlalchemy
+            from mlflow.entities import LifecycleStage
+            from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        except ImportError:
+            return False
+        sql = getattr(getattr(self.mlflow, "_tracking_client", None), "store", None)
+        if not isinstance(sql, SqlAlchemyStore):
+            return False
+        rows, latest = [], {}
+        for run_id, metrics in points:
+            seen = set()
+            for key, value, timestamp, step in metrics:
+                is_nan, value = sql.sanitize_metric_value(float(value))
+                row = (key, value, int(timestamp), int(step), is_nan)
+                if row in seen:
+                    continue
+                seen.add(row)
+                rows.append({"run_uuid": run_id, "key": key, "value": value, "timestamp": int(timestamp), "step": int(step), "is_nan": is_nan})
+                newest = latest.get((run_id, key))
+                if newest is None or (step, timestamp, value) > (newest["step"], newest["timestamp"], newest["value"]):
+                    latest[(run_id, key)] = rows[-1]
+        run_ids = sorted({run_id for run_id, _ in points})
+        try:
+            with sql.ManagedSessionMaker(read_only=False) as session:
+                for i in range(0, len(run_ids), 500):
+                    chunk = run_ids[i : i + 500]
+                    active = session.query(SqlRun.run_uuid).filter(SqlRun.run_uuid.in_(chunk), SqlRun.lifecycle_stage == LifecycleStage.ACTIVE).count()
+                    if active != len(chunk):
+                        return False  # MLflow's own log_batch says which run and why
+                session.execute(sqlalchemy.insert(SqlMetric.__table__), rows)
+                for i in range(0, len(run_ids), 500):
+                    for old in session.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid.in_(run_ids[i : i + 500])).all():
+                        new = latest.pop((old.run_uuid, old.key), None)
+                        if new is not None and (new["step"], new["timestamp"], new["value"]) > (old.step, old.timestamp, old.value):
+                            old.value, old.step, old.timestamp, old.is_nan = new["value"], new["step"], new["timestamp"], new["is_nan"]
+                session.add_all([SqlLatestMetric(**new) for new in latest.values()])
+                session.commit()
+        except Exception as exc:  # a point already in the store: MLflow's log_batch skips it
+            if isinstance(exc, sqlalchemy.exc.IntegrityError) or isinstance(exc.__cause__, sqlalchemy.exc.IntegrityError):
+                return False
+            raise
+        return True
 
     def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None:
         self.mlflow.log_artifact(run_id, path)

@@ -26,6 +26,10 @@ Optimisers (optim=NAME; their arguments are optim.ARG=VALUE):
 Learning-rate schedules (sched=NAME, optional; sched.ARG=VALUE):
   {scheds}
 Presets: experiment={experiments}   hparams_search={searches}
+Launchers (-m hydra/launcher=NAME; default basic, one job after another):
+  batched (jobs that differ only in seeds and numeric optim./sched. values run as one batched
+  program, each still its own run; the rest one by one), joblib, ray, submitit_local (extras);
+  presets: {launchers}
 
 Trainer and tracking keys (defaults in brackets):
   trainer.steps [1000]  trainer.seed [0]  trainer.device [auto|cpu|cuda|cuda:N]
@@ -64,6 +68,7 @@ def print_help() -> None:
             scheds=_plugins_help("sched") or "(none)",
             experiments=_presets("experiment"),
             searches=_presets("hparams_search"),
+            launchers=_presets("hydra/launcher"),
             subcommands=("\nSubcommands:" + subs + "\n") if subs else "",
         )
     )

@@ -3,10 +3,13 @@ record equals the basic launcher's for the same overrides; jobs that cannot batc
 way in the same sweep; one diverging job fails alone."""
 import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
 from conftest import all_runs, run_cli, store
+from test_examples import installed  # noqa: F401  (the example plugins, pip-installed once)
 
 STEPS = 30
 
@@ -94,3 +97,60 @@ def test_a_mixed_sweep_batches_what_it_can_and_one_diverging_job_fails_alone(wor
             assert [s for s, _ in history(workdir, run)] == list(range(0, 40, 10)) + [40]
             assert (Path(run.data.tags["output_dir"]) / "result.json").exists()
     assert "diverged" in proc.stdout and "Failed jobs:" in proc.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_mid_batch_leaves_every_job_killed_with_its_history(workdir):
+    from test_faults import start, wait_for_points
+
+    proc = start(workdir, "-m", "hydra/launcher=batched", "optim.lr=0.01,0.02", "trainer.seed=0,1", "trainer.steps=100000000")
+    try:
+        wait_for_points(workdir, n_runs=4, points=3, proc=proc, timeout=300)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Sweep interrupted" in out, out[-2000:] + err[-2000:]
+    parent, runs = children_by_overrides(workdir, "runner")
+    assert parent.info.status == "KILLED" and len(runs) == 4
+    for overrides, run in runs.items():
+        assert run.info.status == "KILLED", (overrides, run.info.status)
+        assert run.data.tags["error"] == "terminated (SIGTERM)" and "batch" in run.data.tags
+        assert len(history(workdir, run)) >= 3  # its history so far
+        record = json.loads((Path(run.data.tags["output_dir"]) / "record.json").read_text())
+        assert record["status"] == "KILLED"
+
+
+@pytest.mark.slow
+def test_skip_finished_works_across_launchers(workdir):
+    """Jobs finished by the basic launcher are not rerun by the batched one, and the other way round."""
+    common = ("trainer.steps=20", "tracking.skip_finished=true")
+    assert run_cli(workdir, "-m", "trainer.seed=0,1", *common).returncode == 0
+    proc = run_cli(workdir, "-m", "hydra/launcher=batched", "trainer.seed=0,1,2,3", *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("already FINISHED") == 2
+    runs = all_runs(workdir)
+    parents = sorted((r for r in runs if r.data.tags.get("sweep") == "true"), key=lambda r: r.info.start_time)
+    second = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]
+    assert sorted("reused_run_id" in r.data.tags for r in second) == [False, False, True, True]
+    assert all("batch" in r.data.tags for r in second if "reused_run_id" not in r.data.tags)
+    proc = run_cli(workdir, "-m", "trainer.seed=0,1,2,3", *common)  # basic: all four already finished
+    assert proc.returncode == 0 and proc.stdout.count("already FINISHED") == 4, proc.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_a_third_party_elementwise_optimiser_is_batched(workdir, installed):
+    """examples/rosenbrock's SignSGD declares itself elementwise: its jobs share a batch (each job
+    its own SignSGD on its slice), with the basic launcher's results."""
+    common = ("-m", "problem=rosenbrock", "optim=signsgd", "optim.lr=0.001,0.002", "trainer.seed=0,1", "trainer.steps=25", "trainer.dtype=float64")
+    assert run_cli(workdir, *common, "tracking.experiment=basic", env=installed).returncode == 0
+    proc = run_cli(workdir, *common, "hydra/launcher=batched", "tracking.experiment=batched", env=installed)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, basic_runs = children_by_overrides(workdir, "basic")
+    _, batched_runs = children_by_overrides(workdir, "batched")
+    assert set(basic_runs) == set(batched_runs) and len(batched_runs) == 4
+    for overrides, run in batched_runs.items():
+        assert "per-job" in run.data.tags["batch"]
+        same_record(workdir, basic_runs[overrides], run)

@@ -13,14 +13,15 @@ from omegaconf import DictConfig
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_batch: int = 10000, verify: bool = True) -> None:
-        self.max_batch, self.verify = max_batch, verify
+    def __init__(self, max_batch: int = 10000, verify: bool = True, figures: str = "auto") -> None:
+        self.max_batch, self.verify, self.figures = max_batch, verify, str(figures).lower()
         self.sweep = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from runner.batched.launch import BatchedSweep
+        from runner.batched.launch import BatchedSweep, validate_once_per_group
 
-        self.sweep = BatchedSweep(hydra_context, task_function, config, self.max_batch, self.verify)
+        self.sweep = BatchedSweep(hydra_context, task_function, config, self.max_batch, self.verify, self.figures)
+        validate_once_per_group()
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         return self.sweep.launch(job_overrides, initial_job_idx)

@@ -25,6 +25,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from runner.batched import plan
 
 log = logging.getLogger(__name__)
+FIGURES = ("auto", "true", "false")
+FIGURES_AUTO_MAX = 50  # figures=auto: each job's figures in batches of at most this many jobs (two PNGs a job
+#                       cost more than the rest of its record together)
 
 
 @dataclass
@@ -37,9 +40,14 @@ class Prepared:
 
 
 class BatchedSweep:
-    def __init__(self, hydra_context, task_function, config: DictConfig, max_batch: int, verify: bool):
+    def __init__(self, hydra_context, task_function, config: DictConfig, max_batch: int, verify: bool, figures: str = "auto"):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         self.max_batch, self.verify = max(1, int(max_batch)), bool(verify)
+        if figures not in FIGURES:
+            from runner.errors import UserError
+
+            raise UserError(f"hydra.launcher.figures={figures!r} is not allowed; allowed: {', '.join(FIGURES)}.")
+        self.figures = figures
         self.batches = 0
 
     # -- Hydra's launcher entry ------------------------------------------------------------------
@@ -199,7 +207,8 @@ class BatchedSweep:
         tag = f"{self.batches}: jobs {jobs[0].num}-{jobs[-1].num} ({len(jobs)} jobs; {batch.mode}: {batch.describe})"
         log.info(f"Batch {tag}")
         shared = BatchStream(client)
-        records = [BatchRecord(client, j.cfg, j.experiment, ctx, experiment_id, uri, name, batch_tag=tag, shared=shared)
+        figures = self.figures == "true" or (self.figures == "auto" and len(jobs) <= FIGURES_AUTO_MAX)
+        records = [BatchRecord(client, j.cfg, j.experiment, ctx, experiment_id, uri, name, batch_tag=tag, shared=shared, figures=figures)
                    for j, ctx, name in zip(jobs, contexts, names)]
         handler = signal.getsignal(signal.SIGTERM)
         entered: list = []
@@ -236,6 +245,26 @@ class BatchedSweep:
             base.hydra.job.id = job.num
         out = os.path.join(str(OmegaConf.select(base, "hydra.sweep.dir")), str(OmegaConf.select(base, "hydra.sweep.subdir")))
         return Path(os.path.abspath(out))
+
+
+def validate_once_per_group() -> None:
+    """Hydra's sweepers compose every job's config before launching a batch of jobs, only to see
+    that each can be composed (Sweeper.validate_batch_is_legal): for a thousand jobs that differ
+    only in values that is most of the sweep's time. With this launcher one job per group is
+    enough (runner/batched/plan.py): the others differ from it only in numeric values of keys it
+    has, set the same way. Installed once, when this launcher is set up."""
+    from hydra.plugins.sweeper import Sweeper
+
+    original = Sweeper.validate_batch_is_legal
+    if getattr(original, "once_per_group", False):
+        return
+
+    def validate(self, batch) -> None:
+        overrides = [list(o) for o in batch]
+        original(self, [overrides[g.jobs[0]] for g in plan.group(overrides)])
+
+    validate.once_per_group = True
+    Sweeper.validate_batch_is_legal = validate
 
 
 def _close_all(records: list, entered: list, failure: Optional[BaseException], client) -> Optional[BaseException]:

@@ -26,19 +26,31 @@ class BatchRecord(RunRecord):
     """A job's RunRecord whose run was created with its batch's and whose points go through the
     batch's shared writer."""
 
-    def __init__(self, *args, batch_tag: str, shared: "BatchStream", **kwargs):
+    def __init__(self, *args, batch_tag: str, shared: "BatchStream", figures: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
-        self.batch_tag, self.shared = batch_tag, shared
+        self.batch_tag, self.shared, self.figures = batch_tag, shared, figures
         self.preset_id: Optional[str] = None
-
-    def run_tags(self) -> dict[str, str]:
-        return {**super().run_tags(), "batch": self.batch_tag}
 
     def _create_run(self, tags: dict) -> str:
         return self.preset_id if self.preset_id is not None else super()._create_run(tags)
 
     def _open_stream(self, history_file):
         return self.shared.view(self.run_id, history_file)
+
+    def _send_artifacts(self) -> list:
+        if self.figures:
+            return super()._send_artifacts()
+        out, send = self.ctx.output_dir, self.cfg.tracking.artifacts  # result.json and config.yaml, no figures
+        artifacts = [p for p in (out / "result.json", out / "config.yaml") if p.exists()] if send else []
+        for path in artifacts:
+            self.link.call(self.client.log_artifact, self.run_id, str(path), wait=False)
+        return artifacts
+
+    def run_tags(self) -> dict[str, str]:
+        tags = {**super().run_tags(), "batch": self.batch_tag}
+        if not self.figures:
+            tags["figures_note"] = "not drawn: a large batch (hydra.launcher.figures=true draws each job's)"
+        return tags
 
 
 def create_runs(client, experiment_id: str, records: list[BatchRecord]) -> None:

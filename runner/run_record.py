@@ -48,7 +48,7 @@ class RunRecord:
             self.params["tracking.uri"] = redact_uri(self.params["tracking.uri"])
         self.folder = JobFolder(out, run_id=self.run_id, tracking_uri=self.uri, experiment=self.cfg.tracking.experiment,
                                 experiment_id=self.experiment_id, run_name=self.name, tags=tags, params=self.params)
-        self.link = StoreLink(self.client, self.run_id)
+        self.link = self._store_link()
         self.stream = self._open_stream(out / "metrics.csv")
         mode = exp.trainer["progress"]
         if mode == "auto" and self.ctx.multirun:
@@ -79,6 +79,10 @@ class RunRecord:
     def _create_run(self, tags: dict) -> str:
         """The MLflow run (a batch of sweep jobs creates its runs together: runner/batched/record.py)."""
         return self.client.create_run(self.experiment_id, self.name, tags)
+
+    def _store_link(self) -> StoreLink:
+        """The run's calls to the store (a batch closes its runs together)."""
+        return StoreLink(self.client, self.run_id)
 
     def _open_stream(self, history_file):
         """Where the metric points go: a stream of this run's own (a batch shares one writer)."""

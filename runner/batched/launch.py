@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -171,7 +172,7 @@ class BatchedSweep:
 
         from runner import store, task
         from runner.batched.engine import Batch, Member
-        from runner.batched.record import BatchRecord, BatchStream, create_runs
+        from runner.batched.record import BatchRecord, BatchStream, close_runs, create_runs
         from runner.job_context import JobContext, SweepParent
         from runner.run_record import RunFailed
 
@@ -230,6 +231,9 @@ class BatchedSweep:
             interrupt = _close_all(records, entered, failure, client)
         finally:
             shared.close()
+            problem = close_runs(client, entered)
+            if problem is not None:
+                print(f"Warning: the batch's runs could not be closed together ({type(problem).__name__}: {problem}); closed one by one.", file=sys.stderr)
             if handler is not None:
                 signal.signal(signal.SIGTERM, handler)
         if interrupt is not None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from runner.record_io import StoreLink
 from runner.run_record import RunRecord
 from runner.store.stream import HEARTBEAT_TAG
 
@@ -37,6 +38,9 @@ class BatchRecord(RunRecord):
     def _open_stream(self, history_file):
         return self.shared.view(self.run_id, history_file)
 
+    def _store_link(self) -> StoreLink:
+        return DeferredClose(self.client, self.run_id, self.shared.statuses)
+
     def _send_artifacts(self) -> list:
         if self.figures:
             return super()._send_artifacts()
@@ -58,6 +62,43 @@ def create_runs(client, experiment_id: str, records: list[BatchRecord]) -> None:
     ids = client.create_runs(experiment_id, [(r.name, r.run_tags()) for r in records])
     for record, run_id in zip(records, ids):
         record.preset_id = run_id
+
+
+class DeferredClose(StoreLink):
+    """A batch job's store link whose status is set with the whole batch's, in one request, once
+    every job's record is complete (close_runs); everything else as StoreLink."""
+
+    def __init__(self, client, run_id: str, statuses: list):
+        super().__init__(client, run_id)
+        self.statuses = statuses
+
+    def close(self, status: str) -> bool:
+        self.statuses.append((self.run_id, status))
+        return True
+
+
+def close_runs(client, records: list) -> Optional[BaseException]:
+    """Set the status of every run of the batch whose record is closed; on failure each run is
+    tried alone, and a record whose status could not be set says so in its job folder (`synced`:
+    false, for `python -m runner sync`)."""
+    statuses = records[0].shared.statuses if records else []
+    if not statuses:
+        return None
+    done, statuses[:] = list(statuses), []
+    try:
+        client.set_terminated_runs(done)
+        return None
+    except Exception as exc:
+        failure = exc
+    by_id = {r.run_id: r for r in records if getattr(r, "run_id", None)}
+    for run_id, status in done:
+        try:
+            client.set_terminated(run_id, status)
+        except Exception:
+            record = by_id.get(run_id)
+            if record is not None:
+                record.folder.update(synced=False)
+    return failure
 
 
 class StreamView:
@@ -91,6 +132,7 @@ class BatchStream:
         self.client, self.interval, self.heartbeat = client, interval, heartbeat
         self.pending: collections.deque = collections.deque()
         self.views: list[StreamView] = []
+        self.statuses: list[tuple[str, str]] = []  # (run_id, status) of closed records: close_runs sets them
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closing = threading.Event()

@@ -32,6 +32,9 @@ class TrackingClient(Protocol):
     def create_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str]]]) -> list[str]:
         """Many runs at once, [(name, tags)] -> ids in order: a batch of sweep jobs (runner/batched)."""
 
+    def set_terminated_runs(self, statuses: list[tuple[str, str]]) -> None:
+        """Many runs closed at once: [(run_id, status)], each as set_terminated."""
+
     def log_batches(self, batches: list[tuple], wait: bool = True) -> None:
         """Many runs' log_batch at once: [(run_id, metrics, params, tags)]."""
 

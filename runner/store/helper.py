@@ -116,6 +116,10 @@ class HelperClient:
         """Many runs in one request: [(name, tags)] -> their ids, in order (a batch of sweep jobs)."""
         return self._call("create_runs", experiment_id, runs)
 
+    def set_terminated_runs(self, statuses: list[tuple[str, str]]) -> None:
+        """Many runs closed in one request: [(run_id, status)]."""
+        self._call("set_terminated_runs", statuses)
+
     def log_batches(self, batches: list[tuple], wait: bool = True) -> None:
         """Many runs' log_batch in one request: [(run_id, metrics, params, tags)]."""
         self._call("log_batches", [(r, list(m), list(p), list(t)) for r, m, p, t in batches], wait=wait)
@@ -185,7 +189,7 @@ def helper_for(uri: str) -> HelperClient:
 
 
 # -- the helper's side ----------------------------------------------------------------------------
-SERVED = ("open_experiment", "create_run", "create_runs", "log_batch", "log_batches", "set_tag", "log_artifact", "set_terminated",
+SERVED = ("open_experiment", "create_run", "create_runs", "log_batch", "log_batches", "set_terminated_runs", "set_tag", "log_artifact", "set_terminated",
           "finished_run", "draw_loss_curve", "wait")
 
 
@@ -209,6 +213,10 @@ def _commands(uri: str) -> dict:
         client.set_terminated(run_id, status)
         opened.discard(run_id)
 
+    def set_terminated_runs(statuses):
+        client.set_terminated_runs(statuses)
+        opened.difference_update(run_id for run_id, _ in statuses)
+
     def close_abandoned():
         """The job's process ended (a second Ctrl-C's immediate exit, SIGKILL, a crash) with runs
         it had not closed: close them KILLED, so that no run stays RUNNING because its process
@@ -223,7 +231,7 @@ def _commands(uri: str) -> dict:
             opened.discard(run_id)
 
     return ({name: getattr(client, name) for name in SERVED}
-            | {"ping": lambda: None, "create_run": create_run, "create_runs": create_runs, "set_terminated": set_terminated,
+            | {"ping": lambda: None, "create_run": create_run, "create_runs": create_runs, "set_terminated": set_terminated, "set_terminated_runs": set_terminated_runs,
                "watch": opened.add, "_close_abandoned": close_abandoned})
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.common import REPO, Row, machine
 
-SECTIONS = ["loop", "startup", "large", "replicas", "sweep", "batched", "linsys", "override_check"]
+SECTIONS = ["loop", "startup", "large", "replicas", "replicas_cli", "sweep", "batched", "linsys", "override_check"]
 
 
 PARTIAL_OUT = Path("benchmarks") / "out" / "BENCHMARKS.md"

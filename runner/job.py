@@ -52,8 +52,9 @@ class Job:
             self.best_params = [result.best.params]
         elif self.plan.mode == "batched":
             loss = self._loss(lambda params: rep.batched_loss(self.problem, params))
-            result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, needs=self.needs,
-                              params=self.params, **loop_kwargs)
+            with rep.one_thread_if_small(self.problem, self.replicas, self.device, self.dtype):
+                result = optimise(lambda: loss(self.params), self.optimizer, scheduler=self.scheduler, needs=self.needs,
+                                  params=self.params, **loop_kwargs)
             self.final_params = [rep.replica(self.params, r) for r in range(self.replicas)]
             self.best_params = [rep.replica(result.best.params, r) for r in range(self.replicas)]
         else:

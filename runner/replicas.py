@@ -9,6 +9,7 @@ replicas one after another instead, and so does a problem that vmap cannot batch
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from dataclasses import dataclass
@@ -36,6 +37,28 @@ def plan(problem, optim_factory, seeds: list[int], device, dtype) -> ReplicaPlan
     except Exception as exc:  # the problem's loss cannot be batched by vmap
         return ReplicaPlan("sequential", f"the problem's loss cannot be vmapped ({type(exc).__name__}: {str(exc)[:200]}): replicas run one after another")
     return ReplicaPlan("batched", "one batched tensor program (torch.func.vmap)")
+
+
+SMALL_WORK = 1_000_000  # numbers one step reads, all replicas together: below it, one CPU thread
+
+
+@contextlib.contextmanager
+def one_thread_if_small(problem, replicas: int, device, dtype):
+    """Run a batched loop on one CPU thread when its step reads few numbers (the problem's
+    `work_per_step`, times the replicas): each operation is then too small to gain from torch's
+    intra-op threads, whose fork and join cost more than the work, the more so on shared cores
+    (measured here, poly + adam, 1000 steps, the cores shared with other work: R=256 took 45x one
+    replica's loop on two threads, 0.9x on one; R=4096 74x and 2.6x). Unknown work: as it is."""
+    work = problem.work_per_step(dtype) if device.type == "cpu" else None
+    if work is None or work * replicas >= SMALL_WORK or torch.get_num_threads() == 1:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def batched_initial_params(problem, seeds: list[int], device, dtype) -> dict[str, torch.Tensor]:

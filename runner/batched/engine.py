@@ -40,7 +40,6 @@ class Member:
     key: str  # its optimiser and schedule arguments: equal keys, equal hyperparameters at every step
 
 
-SMALL_WORK = 1_000_000  # numbers read a step (all jobs): below it the loop runs on one thread (Batch._small)
 # (job index, steps done, points, times, costs), as runner/loop.py's on_points for one job
 OnJobPoints = Callable[[int, int, list, list, list], None]
 
@@ -117,9 +116,8 @@ class Batch:
         far are handed over first (each job's record then closes KILLED with them)."""
         state = _State(self.n)
         pending: list[torch.Tensor] = []
-        threads = torch.get_num_threads()
-        if self._small():
-            torch.set_num_threads(1)
+        threads = rep.one_thread_if_small(self.problem, self.n, self.device, self.dtype)
+        threads.__enter__()
         gc.freeze()  # as runner/loop.py: the heap stays out of the cyclic collector's way
         sync(self.device)
         started_at = state.chunk_started = time.time()
@@ -141,7 +139,7 @@ class Batch:
                     self._read(state, pending, done, log_every, tol, on_points)
         finally:
             gc.unfreeze()
-            torch.set_num_threads(threads)
+            threads.__exit__(None, None, None)
             self._read(state, pending, done, log_every, tol, on_points)
         sync(self.device)
         seconds = time.perf_counter() - start
@@ -156,16 +154,6 @@ class Batch:
                 stop, error = "diverged", f"diverged: the loss became {final} after the last step"
             results.append(LoopResult(state.done[j], final, seconds, stop, started_at, error, evaluations=(state.calls[j], state.calls[j])))
         return results, state.final_params
-
-    def _small(self) -> bool:
-        """A CPU batch whose step reads few numbers (the problem's work_per_step, all jobs together):
-        each of its operations is too small to gain from torch's intra-op threads, whose fork and
-        join then cost more than the work (measured here: 1000 poly jobs, 1.8 ms a step on one
-        thread, 28 ms on two with the cores shared). Unknown work: threads as they are."""
-        if self.device.type != "cpu":
-            return False
-        work = self.problem.work_per_step(self.dtype)
-        return work is not None and work * self.n < SMALL_WORK
 
     def _read(self, state: "_State", pending: list, done: int, log_every: int, tol, on_points: OnJobPoints) -> None:
         """One host sync for the chunk: each active job's logged points, divergence and tol."""

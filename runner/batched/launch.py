@@ -100,7 +100,6 @@ class BatchedSweep:
         from hydra.core.hydra_config import HydraConfig
 
         from runner import compose
-        from runner.errors import UserError
 
         first = g.jobs[0]
         base = self._compose(overrides[first], initial_job_idx + first)
@@ -113,7 +112,7 @@ class BatchedSweep:
 
                 check_no_environment(task_base)
                 base_exp = compose.build(task_base)
-            except (UserError, Exception) as exc:  # the basic path reports it, job by job
+            except Exception as exc:  # a UserError or any other: the basic path reports it, job by job
                 log.info(f"Jobs {', '.join(str(initial_job_idx + p) for p in g.jobs)} run one by one: {type(exc).__name__}: {str(exc)[:200]}")
                 return
             why = not_batchable(base_exp)
@@ -168,13 +167,10 @@ class BatchedSweep:
 
     # -- one batch -------------------------------------------------------------------------------
     def _run_batch(self, base: DictConfig, jobs: list[Prepared], returns: list) -> None:
-        from hydra.core.utils import JobReturn, JobStatus
-
         from runner import store, task
         from runner.batched.engine import Batch, Member
         from runner.batched.record import BatchRecord, BatchStream, close_runs, create_runs
         from runner.job_context import JobContext, SweepParent
-        from runner.run_record import RunFailed
 
         self.batches += 1
         first = jobs[0].experiment
@@ -241,7 +237,6 @@ class BatchedSweep:
         for j, r in zip(jobs, records):
             value = r.loop.final_loss if r.loop is not None and r.status == "FINISHED" else math.nan
             returns[j.position] = _job_return(j, value)
-        del RunFailed, JobReturn, JobStatus
 
     def _output_dir(self, base: DictConfig, job: Prepared) -> Path:
         with read_write(base.hydra), open_dict(base.hydra):

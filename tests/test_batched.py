@@ -42,6 +42,13 @@ def same_record(cwd, basic, batched):
         {k: v for k, v in basic.data.params.items() if k != "tracking.experiment"}
     assert batched.data.tags["config_hash"] == basic.data.tags["config_hash"]
     assert batched.info.run_name == basic.info.run_name
+    # The derived config (no Hydra compose of its own) is Hydra's, as the job folder keeps it.
+    import yaml
+
+    configs = [yaml.safe_load((Path(r.data.tags["output_dir"]) / "config.yaml").read_text()) for r in (basic, batched)]
+    for c in configs:
+        c["tracking"].pop("experiment")
+    assert configs[0] == configs[1]
     rb = json.loads((Path(basic.data.tags["output_dir"]) / "result.json").read_text())
     rc = json.loads((Path(batched.data.tags["output_dir"]) / "result.json").read_text())
     assert rb["steps"] == rc["steps"] and close(rb["final_loss"], rc["final_loss"])

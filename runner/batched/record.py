@@ -39,7 +39,7 @@ class BatchRecord(RunRecord):
         return self.shared.view(self.run_id, history_file)
 
     def _store_link(self) -> StoreLink:
-        return DeferredClose(self.client, self.run_id, self.shared.statuses)
+        return DeferredClose(self.client, self.run_id, self.shared, params_sent=self.preset_id is not None)
 
     def _send_artifacts(self) -> list:
         if self.figures:
@@ -58,22 +58,43 @@ class BatchRecord(RunRecord):
 
 
 def create_runs(client, experiment_id: str, records: list[BatchRecord]) -> None:
-    """Every record's run, in one request; each record then opens with its own."""
-    ids = client.create_runs(experiment_id, [(r.name, r.run_tags()) for r in records])
+    """Every record's run with its tags and params, in one request; each record then opens with
+    its own (and does not send its params again: DeferredClose)."""
+    from runner.record_io import flatten
+    from runner.trust import redact_uri
+
+    runs = []
+    for r in records:
+        params = flatten(r.experiment.resolved)
+        if "tracking.uri" in params:  # as RunRecord records it
+            params["tracking.uri"] = redact_uri(params["tracking.uri"])
+        runs.append((r.name, r.run_tags(), list(params.items())))
+    ids = client.create_runs(experiment_id, runs)
     for record, run_id in zip(records, ids):
         record.preset_id = run_id
 
 
 class DeferredClose(StoreLink):
-    """A batch job's store link whose status is set with the whole batch's, in one request, once
-    every job's record is complete (close_runs); everything else as StoreLink."""
+    """A batch job's store link: what the record sends without waiting through log_batch (final
+    metrics, end tags) and its status go with the whole batch's, in bulk, once every job's record
+    is complete (close_runs), the statuses last; its params went with its run (create_runs).
+    Artifacts and figures go as for a job alone."""
 
-    def __init__(self, client, run_id: str, statuses: list):
+    def __init__(self, client, run_id: str, shared: "BatchStream", params_sent: bool):
         super().__init__(client, run_id)
-        self.statuses = statuses
+        self.shared, self.params_sent = shared, params_sent
+
+    def call(self, fn, *args, **kwargs) -> bool:
+        if getattr(fn, "__name__", "") == "log_batch" and kwargs.get("wait") is False and self.failed is None:
+            metrics, params, tags = (list(kwargs.get(k, ())) for k in ("metrics", "params", "tags"))
+            if params and not metrics and not tags and self.params_sent:
+                return True  # recorded with the run
+            self.shared.deferred.append((self.run_id, metrics, params, tags))
+            return True
+        return super().call(fn, *args, **kwargs)
 
     def close(self, status: str) -> bool:
-        self.statuses.append((self.run_id, status))
+        self.shared.statuses.append((self.run_id, status))
         return True
 
 
@@ -81,15 +102,26 @@ def close_runs(client, records: list) -> Optional[BaseException]:
     """Set the status of every run of the batch whose record is closed; on failure each run is
     tried alone, and a record whose status could not be set says so in its job folder (`synced`:
     false, for `python -m runner sync`)."""
-    statuses = records[0].shared.statuses if records else []
-    if not statuses:
+    if not records:
         return None
-    done, statuses[:] = list(statuses), []
+    shared = records[0].shared
+    deferred, shared.deferred = shared.deferred, []
+    done, shared.statuses = shared.statuses, []
+    failure = None
+    try:
+        if deferred:
+            client.log_batches(deferred)
+    except Exception as exc:  # the store is gone: each job folder keeps its record for sync
+        failure = exc
+        for r in records:
+            r.folder.update(synced=False)
+    if not done:
+        return failure
     try:
         client.set_terminated_runs(done)
-        return None
+        return failure
     except Exception as exc:
-        failure = exc
+        failure = failure or exc
     by_id = {r.run_id: r for r in records if getattr(r, "run_id", None)}
     for run_id, status in done:
         try:
@@ -133,6 +165,7 @@ class BatchStream:
         self.pending: collections.deque = collections.deque()
         self.views: list[StreamView] = []
         self.statuses: list[tuple[str, str]] = []  # (run_id, status) of closed records: close_runs sets them
+        self.deferred: list[tuple] = []  # log_batch requests of the records, sent in bulk by close_runs
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closing = threading.Event()

@@ -95,7 +95,14 @@ class DeferredClose(StoreLink):
 
     def close(self, status: str) -> bool:
         self.shared.statuses.append((self.run_id, status))
-        return True
+        # A waited request, as a job alone makes with its status: the helper's answers to the
+        # requests sent without waiting (artifacts) are read, so they never fill the socket and
+        # stall the helper (seen with ~250 jobs: the helper blocked sending, the batch sending).
+        try:
+            self.client.wait()
+        except Exception as exc:
+            self.failed = self.failed or exc
+        return self.failed is None
 
 
 def close_runs(client, records: list) -> Optional[BaseException]:

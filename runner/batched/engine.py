@@ -12,8 +12,9 @@ sum gives each job exactly its own gradient. How the jobs are stepped depends on
   instance on its own leaf tensors, stepped in turn, the loss still evaluated once for all.
 
 Each job keeps its own history, divergence (the first non-finite loss stops that job only: its
-parameters are kept from then on), `tol` and final loss, exactly as runner/loop.py decides them
-for a job alone: checks happen every `check_every` steps, at the same steps for every job.
+parameters are kept from then on), `tol`, final loss and best point, exactly as runner/loop.py and
+runner/best.py decide them for a job alone: checks happen every `check_every` steps, at the same
+steps for every job, and a job's best is compared only at the check points it was still running.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch
 
 from runner import replicas as rep
 from runner.batched.optim import HyperSource, rule_for
+from runner.best import BestPoint, BestTracker
 from runner.devices import sync
 from runner.loop import LoopResult
 
@@ -115,6 +117,7 @@ class Batch:
         """Every job's LoopResult and final parameters. On an interrupt, the points computed so
         far are handed over first (each job's record then closes KILLED with them)."""
         state = _State(self.n)
+        state.best = BestTracker(self.stacked(), check_every)  # runner/best.py's replica path, on the job axis
         pending: list[torch.Tensor] = []
         threads = rep.one_thread_if_small(self.problem, self.n, self.device, self.dtype)
         threads.__enter__()
@@ -125,6 +128,11 @@ class Batch:
         done = 0
         try:
             while done < steps and state.active:
+                if done % check_every == 0:  # a chunk begins: its first loss is compared with each running job's best
+                    state.chunk_active = set(state.active)
+                    if self.mode == "per-job":  # each job's own leaves: stacked afresh
+                        state.best.live = list(self.stacked().values())
+                    state.best.before_step(done)
                 try:
                     pending.append(self.step())
                 except Exception as exc:
@@ -147,13 +155,30 @@ class Batch:
             state.done[j], state.calls[j] = done, done
             state.final_params[j] = self.params_of(j)
         finals = self._final_losses(state.final_params)
+        bests = self._best_points(state, finals)
         results = []
         for j in range(self.n):
             stop, error, final = state.stop[j], state.error[j], finals[j]
             if stop != "diverged" and not math.isfinite(final):
                 stop, error = "diverged", f"diverged: the loss became {final} after the last step"
-            results.append(LoopResult(state.done[j], final, seconds, stop, started_at, error, evaluations=(state.calls[j], state.calls[j])))
+            results.append(LoopResult(state.done[j], final, seconds, stop, started_at, error, evaluations=(state.calls[j], state.calls[j]),
+                                      best=bests[j]))
         return results, state.final_params
+
+    @staticmethod
+    def _best_points(state: "_State", finals: list[float]) -> list[BestPoint]:
+        """Each job's best point as BestTracker.finish decides it for a job alone: the final
+        parameters (step `done`) unless a check point's loss was lower."""
+        tracker = state.best
+        losses = tracker.batched_loss.tolist() if tracker.batched_loss is not None else [math.inf] * len(finals)
+        steps = tracker.batched_step.tolist() if tracker.batched_step is not None else [-1] * len(finals)
+        out = []
+        for j, (f, b, s) in enumerate(zip(finals, losses, steps)):
+            if s < 0 or (math.isfinite(f) and f <= b):
+                out.append(BestPoint([f], [state.done[j]], dict(state.final_params[j])))
+            else:
+                out.append(BestPoint([b], [s], {k: v[j].detach().clone() for k, v in zip(tracker.names, tracker.best)}))
+        return out
 
     def _read(self, state: "_State", pending: list, done: int, log_every: int, tol, on_points: OnJobPoints) -> None:
         """One host sync for the chunk: each active job's logged points, divergence and tol."""
@@ -166,6 +191,10 @@ class Batch:
         state.chunk_started = now
         k = stacked.shape[0]
         base = done - k
+        if state.best is not None:  # jobs stopped before this chunk: their later losses are not theirs
+            running = torch.zeros(stacked.shape[1], dtype=torch.bool, device=stacked.device)
+            running[list(state.chunk_active)] = True
+            state.best.on_chunk(torch.where(running, stacked, torch.nan), [], base)
         per_step = (now - began) / k
         finite = torch.isfinite(stacked)
         first_bad = torch.where(finite.all(0), k, (~finite).to(torch.int8).argmax(0)).tolist()
@@ -202,6 +231,8 @@ class _State:
         self.final_params: list = [None] * n
         self.chunk_started = 0.0
         self._just_stopped: list[int] = []
+        self.best: Optional[BestTracker] = None
+        self.chunk_active: set[int] = set(range(n))  # the jobs running when the pending chunk began
 
     def stop_job(self, j: int, done: int, calls: int, stop: str, error: Optional[str]) -> None:
         self.active.discard(j)

@@ -183,7 +183,8 @@ class BatchedSweep:
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
             _write_hydra_files(ctx.output_dir, j)
 
-        names = [j.cfg.tracking.run_name or ctx.run_name(**j.experiment.plugins, device=j.experiment.device) for j, ctx in zip(jobs, contexts)]
+        names = [j.cfg.tracking.run_name or ctx.run_name(**j.experiment.plugins, device=j.experiment.device, used=j.experiment.resolved)
+                 for j, ctx in zip(jobs, contexts)]  # as runner/task.py names a job alone
         todo = list(range(len(jobs)))
         if jobs[0].cfg.tracking.get("skip_finished"):
             todo = []
@@ -220,6 +221,7 @@ class BatchedSweep:
                                         on_points=lambda i, done, points, times, costs: records[i].on_points(done, points, times, costs))
             for r, loop, params in zip(records, results, finals):
                 r.experiment.job.final_params = [params]
+                r.experiment.job.best_params = [loop.best.params]
                 r.finish(loop)
         except BaseException as exc:
             failure = exc

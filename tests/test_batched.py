@@ -57,6 +57,16 @@ def same_record(cwd, basic, batched):
         other = rc["solution"][name] if isinstance(value, list) else [rc["solution"][name]]
         assert all(close(x, y, 1e-8) for x, y in zip(values, other)), (name, value, rc["solution"][name])
     assert set(batched.data.metrics) == set(basic.data.metrics)
+    # The best point seen, at the same check points as a job alone: its loss, step, solution, metrics.
+    assert rb["best"]["step"] == rc["best"]["step"] and close(rb["best"]["loss"], rc["best"]["loss"]), (rb["best"], rc["best"])
+    assert rb["final"]["step"] == rc["final"]["step"] and close(rb["final"]["loss"], rc["final"]["loss"])
+    for block in ("best", "final"):
+        for name, value in rb[block]["solution"].items():
+            values = value if isinstance(value, list) else [value]
+            other = rc[block]["solution"][name] if isinstance(value, list) else [rc[block]["solution"][name]]
+            assert all(close(x, y, 1e-8) for x, y in zip(values, other)), (block, name, value, rc[block]["solution"][name])
+    for key in (k for k in basic.data.metrics if k.startswith("best_")):
+        assert close(batched.data.metrics[key], basic.data.metrics[key], 1e-8), (key, basic.data.metrics[key], batched.data.metrics[key])
     artifacts = lambda r: {a.path for a in store(cwd).list_artifacts(r.info.run_id)}  # noqa: E731
     assert artifacts(batched) == artifacts(basic)
 

@@ -67,6 +67,7 @@ class Run:
     before: tuple[str, ...] = ()
     slow: bool = True  # a run starts a process and imports torch: seconds
     xfail: str = ""
+    diverging: bool = False  # a comparison the README says ends with diverged jobs: exit 1, only divergences
 
 
 @dataclass
@@ -167,8 +168,10 @@ COMMANDS = {
     "python -m runner problem=nist problem.path=MyStRDfile.dat optim=lm": Run(setup=strd_copy),
     DS: Elsewhere(("tests/test_readme.py::test_readme_command",), "the variable the next commands use: run with them"),
     NLS_LM: Run(),
-    "python -m runner -m problem=nist problem.dataset=$DS problem.start=1,2 optim=lbfgs trainer.steps=100 tracking.experiment=nist-nls": Run(),
-    "python -m runner -m problem=nist problem.dataset=$DS problem.start=1,2 optim=adam sched=cosine trainer.steps=3000 tracking.experiment=nist-nls": Run(),
+    "python -m runner -m hydra/launcher=batched optim.lr=0.001,0.01,0.1 'trainer.seed=range(20)' trainer.steps=200": Run(),
+    "python -m runner -m hydra/launcher=batched optim=adam,lbfgs optim.lr=0.01,0.1 trainer.steps=200": Run(),
+    "python -m runner -m problem=nist problem.dataset=$DS problem.start=1,2 optim=lbfgs trainer.steps=100 tracking.experiment=nist-nls": Run(diverging=True),
+    "python -m runner -m problem=nist problem.dataset=$DS problem.start=1,2 optim=adam sched=cosine trainer.steps=3000 tracking.experiment=nist-nls": Run(diverging=True),
     "python -m runner accuracy --experiment nist-nls": Run(before=(NLS_LM,)),
     # curve, linsys
     """python -m runner problem=curve "problem.model='b1*(1-exp(-b2*x))'" problem.data=points.csv 'problem.start={b1: 500, b2: 1e-4}' optim=lm""":
@@ -300,7 +303,12 @@ def test_readme_command(command, tmp_path):
         proc = run_readme(tmp_path, earlier)
         assert proc.returncode == 0, f"{earlier}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     proc = run_readme(tmp_path, command)
-    assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    if how.diverging:  # the sweep ran every job; the ones that failed only diverged, as the README says
+        failed = [line for line in proc.stdout.splitlines() if re.match(r"\s+#\d+ ", line)]
+        assert proc.returncode == 1 and failed and all(": diverged: " in line for line in failed), \
+            f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    else:
+        assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr
 
 

@@ -83,18 +83,27 @@ class LocalClient:
                     self.log_batch(run_id, params=params[0][i : i + 100])
         return ids
 
+    def _sql_store(self):
+        """MLflow's SQL store behind this client, where the bulk calls below can write their rows
+        in one transaction; None for any other store (file, HTTP) or an MLflow without it."""
+        try:
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        except ImportError:
+            return None
+        sql = getattr(getattr(self.mlflow, "_tracking_client", None), "store", None)
+        return sql if isinstance(sql, SqlAlchemyStore) else None
+
     def set_terminated_runs(self, statuses: list) -> None:
         """[(run_id, status)]: each run closed, as set_terminated does (end time now); on a SQL
         store in one transaction, elsewhere run by run."""
         try:
             from mlflow.entities import LifecycleStage
             from mlflow.store.tracking.dbmodels.models import SqlRun
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
             from mlflow.utils.time import get_current_time_millis
         except ImportError:
-            SqlAlchemyStore = None
-        sql = getattr(getattr(self.mlflow, "_tracking_client", None), "store", None)
-        if SqlAlchemyStore is None or not isinstance(sql, SqlAlchemyStore):
+            pass
+        sql = self._sql_store()
+        if sql is None:
             for run_id, status in statuses:
                 self.set_terminated(run_id, status)
             return
@@ -122,8 +131,8 @@ class LocalClient:
             from mlflow.utils.uri import append_to_uri_path
         except ImportError:
             return None
-        sql = getattr(getattr(self.mlflow, "_tracking_client", None), "store", None)
-        if not isinstance(sql, SqlAlchemyStore):
+        sql = self._sql_store()
+        if sql is None:
             return None
         experiment = sql.get_experiment(experiment_id)
         sql._check_experiment_is_active(experiment)
@@ -168,11 +177,10 @@ class LocalClient:
         try:
             import sqlalchemy
             from mlflow.store.tracking.dbmodels.models import SqlTag
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
         except ImportError:
             return False
-        sql = getattr(getattr(self.mlflow, "_tracking_client", None), "store", None)
-        if not isinstance(sql, SqlAlchemyStore):
+        sql = self._sql_store()
+        if sql is None:
             return False
         latest = {(run_id, k): str(v) for run_id, tags in tagged for k, v in tags}
         with sql.ManagedSessionMaker(read_only=False) as session:
@@ -191,11 +199,10 @@ class LocalClient:
             import sqlalchemy
             from mlflow.entities import LifecycleStage
             from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
         except ImportError:
             return False
-        sql = getattr(getattr(self.mlflow, "_tracking_client", None), "store", None)
-        if not isinstance(sql, SqlAlchemyStore):
+        sql = self._sql_store()
+        if sql is None:
             return False
         rows, latest = [], {}
         for run_id, metrics in points:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner.figures import FAST_PNG, plain_log_labels
 from runner.report import profiles
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
@@ -98,6 +99,7 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None, measu
             ax.axhline(scale(np.array([scale.target]))[0], color="k", ls="--", lw=0.8, label="target")
         if positive:
             ax.set_yscale("log")
+            plain_log_labels(ax.yaxis)  # as the runs' own figures: mathtext's layout was most of the drawing
             if starts:
                 ax.set_ylim(top=max(starts) * 1e3)
         ax.set_xlabel(xlabel)
@@ -105,7 +107,7 @@ def convergence(runs, title: str, path: Path, colours: dict | None = None, measu
     axes[0].set_ylabel("loss − optimum" if scale.optimum is not None else "loss")
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{plain(title)}: median over seeds, 10–90 % band", fontsize=11)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, pil_kwargs=FAST_PNG)
 
 
 class _LossScale:
@@ -153,6 +155,15 @@ def _band(group, measure: str, scale: _LossScale):
     return grid, lo, mid, hi
 
 
+def _plain_base2_labels(axis) -> None:
+    """τ as plain numbers (1, 2, 4, 8) without minor ticks: mathtext's 2^3 cost most of the drawing."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+    axis.set_minor_locator(NullLocator())
+
+
 def profiles_figure(solvers: list[str], tables: dict[str, np.ndarray], n_problems: int, n_instances: int, path: Path,
                     colours: dict | None = None, measures=("steps", "seconds")) -> None:
     """Performance profiles (top) and data profiles (bottom), one column per cost (evaluations,
@@ -181,9 +192,11 @@ def profiles_figure(solvers: list[str], tables: dict[str, np.ndarray], n_problem
             axes[1, col].step(budgets, d[:, j], line, where="post", color=colour, lw=1.6, label=plain(s[:60]))
         unit = _UNITS[measure]
         axes[0, col].set_xscale("log", base=2)
+        _plain_base2_labels(axes[0, col].xaxis)
         axes[0, col].set_xlabel(f"τ: within this factor of the best ({unit})")
         axes[0, col].set_title(f"Performance profile, cost = {unit} to target", fontsize=10)
         axes[1, col].set_xscale("log")
+        plain_log_labels(axes[1, col].xaxis)
         axes[1, col].set_xlabel(f"budget ({unit})")
         axes[1, col].set_title(f"Data profile, cost = {unit} to target", fontsize=10)
         for ax in axes[:, col]:
@@ -194,4 +207,4 @@ def profiles_figure(solvers: list[str], tables: dict[str, np.ndarray], n_problem
     axes[0, 0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{len(solvers)} solvers on {n_instances} instances ({n_problems} problems × seeds); "
                  "failures count as never solved", fontsize=11)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, pil_kwargs=FAST_PNG)

@@ -8,7 +8,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, run_cli, store
+import yaml
+from conftest import all_runs, need, run_cli, store
 from test_examples import installed  # noqa: F401  (the example plugins, pip-installed once)
 
 STEPS = 30
@@ -177,3 +178,62 @@ def test_a_third_party_elementwise_optimiser_is_batched(workdir, installed):
     for overrides, run in batched_runs.items():
         assert "per-job" in run.data.tags["batch"]
         same_record(workdir, basic_runs[overrides], run)
+
+
+def optuna_children(cwd):
+    """The sweep's parent and its children by job number (= Optuna's trial number)."""
+    runs = all_runs(cwd)
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    return parent, {int(r.data.tags["sweep_job"]): r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+
+
+@pytest.mark.slow
+def test_optuna_trials_asked_together_run_as_one_batch_and_tell_their_own_values(workdir):
+    """n_jobs=4 trials asked at once: the adam ones share a batch, an lbfgs one (not elementwise)
+    or one alone in its ask runs the basic way; each trial is its own FINISHED child whose final
+    loss is the value Optuna holds for it (read back from the study's storage)."""
+    optuna = need("optuna")
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    proc = run_cli(workdir, "-m", "hydra/sweeper=optuna", "hydra/launcher=batched", "hydra.sweeper.n_jobs=4", "hydra.sweeper.n_trials=8",
+                   "hydra.sweeper.sampler=random", "hydra.sweeper.seed=3", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=s",
+                   "optim.lr=tag(log,interval(1e-4,0.5))", "optim=choice(adam,lbfgs)", "trainer.steps=10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = optuna_children(workdir)
+    trials = {t.number: t for t in optuna.load_study(study_name="s", storage=storage).trials}
+    assert sorted(children) == sorted(trials) == list(range(8))
+    asks = [[n for n in range(start, start + 4)] for start in (0, 4)]
+    batched = 0
+    for ask in asks:
+        adam = [n for n in ask if trials[n].params["optim"] == "adam"]
+        for n in ask:
+            run, trial = children[n], trials[n]
+            assert run.info.status == "FINISHED" and trial.state == optuna.trial.TrialState.COMPLETE, (n, run.data.tags.get("error"))
+            assert run.data.tags["optim"] == trial.params["optim"] and float(run.data.params["optim.lr"]) == trial.params["optim.lr"]
+            assert trial.value == run.data.metrics["final_loss"], (n, trial.value, run.data.metrics["final_loss"])
+            # batched exactly when it is adam and not alone in its ask; every batched one names its ask's batch
+            assert ("batch" in run.data.tags) == (n in adam and len(adam) > 1), (n, trial.params, run.data.tags.get("batch"))
+            if "batch" in run.data.tags:
+                assert run.data.tags["batch"] == children[adam[0]].data.tags["batch"] and f"({len(adam)} jobs;" in run.data.tags["batch"]
+                batched += 1
+    assert batched >= 2 and any(t.params["optim"] == "lbfgs" for t in trials.values())  # both paths taken with this seed
+    assert proc.stdout.count("Batch ") + proc.stderr.count("Batch ") >= 1
+    best = min(children.values(), key=lambda r: r.data.metrics["final_loss"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    results = yaml.safe_load((Path(parent.data.tags["sweep_dir"]) / "optimization_results.yaml").read_text())
+    assert results["best_value"] == best.data.metrics["final_loss"] and results["best_trial"] == int(best.data.tags["sweep_job"])
+
+
+@pytest.mark.slow
+def test_an_optuna_preset_runs_through_the_batched_launcher(workdir):
+    """hparams_search=puzzle_nadam asks 2 trials at a time: each pair is one batch (nadam: each
+    job's own optimiser on its slice), and the parent's best is the best child."""
+    need("optuna")
+    proc = run_cli(workdir, "hparams_search=puzzle_nadam", "hydra/launcher=batched", "hydra.sweeper.n_trials=4", "trainer.steps=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent, children = optuna_children(workdir)
+    assert sorted(children) == [0, 1, 2, 3] and all(r.info.status == "FINISHED" for r in children.values())
+    batches = [children[n].data.tags.get("batch") for n in range(4)]
+    assert None not in batches and batches[0] == batches[1] != batches[2] == batches[3], batches
+    best = min(children.values(), key=lambda r: r.data.metrics["final_loss"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert float(parent.data.params["best.optim.lr"]) == float(best.data.params["optim.lr"])

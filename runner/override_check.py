@@ -70,13 +70,13 @@ def check(argv: list[str]) -> None:
 def _values(o) -> list[Any]:
     """The values an override takes: one, each of a sweep's, an interval's ends; a glob's matches are
     filtered against the names it may match by the caller."""
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
     value = o.value()
     if isinstance(value, IntervalSweep):
         return [value.start, value.end]
-    if isinstance(value, (ChoiceSweep, RangeSweep)):
-        return list(o.sweep_iterator())
+    if isinstance(value, (ChoiceSweep, RangeSweep)):  # quoted strings as plain ones, in lists too (`k=["a b"],["c"]`)
+        return [Override._convert_value(v) for v in o.sweep_iterator()]
     return [value]
 
 

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Optional
+
+_PARAM_KEY = re.compile(r"[\w./ :-]{1,240}")  # what MLflow accepts in a param's name (best.KEY)
 
 
 def _attach_report(client, info: dict, folder: Path) -> None:
@@ -45,9 +48,12 @@ def _record_best(client, run_id: str, rows: list[dict]) -> None:
         (only,) = best.values()
         metrics.append(("best_final_loss", only["final_loss"], 0, 0))
         tags = [("best_run_id", only["run_id"]), ("best_overrides", only["overrides"][:5000])]
-        for override in only["overrides"].split():
+        from runner.report.leaderboard import override_list
+
+        for override in override_list(only["overrides"]):
             key, _, value = override.lstrip("+~").partition("=")
-            params.append((f"best.{key}", value[:6000]))
+            if _PARAM_KEY.fullmatch(key):  # `group@package=...` cannot be a param name; best_overrides has it
+                params.append((f"best.{key}", value[:6000]))
     elif best:
         text = "\n".join(f"{problem}: {r['run_id']} (final loss {r['final_loss']:.6g}; {r['overrides']})" for problem, r in best.items())
         tags = [("best_by_problem", text[:5000])]

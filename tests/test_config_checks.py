@@ -166,3 +166,13 @@ def test_a_typo_is_refused_with_the_nearest_key(workdir):
     proc = run_cli(workdir, "-m", "trainer.step=5,10")
     assert proc.returncode == 2 and "Did you mean trainer.steps?" in proc.stderr, proc.stderr
     _nothing_left(workdir)
+
+
+def test_a_sweep_over_lists_of_quoted_strings_is_checked_value_by_value():
+    """Each value of `k=["a b"],["c"]` is a list of plain strings, tried on the problem as typed."""
+    from runner.errors import UserError
+    from runner.override_check import check
+
+    check(["-m", "problem=puzzle", 'problem.equations=["x + y = 3", "x - y = 1"],["x = 2"]'])
+    with pytest.raises(UserError, match="problem.equations"):
+        check(["-m", "problem=puzzle", 'problem.equations=["x + y = 3"],["x = = 2"]'])

@@ -169,3 +169,15 @@ def test_figures_draw_text_with_dollar_signs_as_typed(tmp_path):
     job_curves(rows, {"r0": [(0, 1.0), (10, 0.5)]}, tmp_path / "curves.png")
     job_table(rows, tmp_path / "table.png")
     assert all((tmp_path / f).stat().st_size > 5000 for f in ("convergence.png", "profiles.png", "curves.png", "table.png"))
+
+
+def test_a_jobs_overrides_tag_splits_back_into_its_overrides():
+    """The `overrides` tag joins a job's overrides with spaces; values may hold spaces too."""
+    from runner.report.leaderboard import override_list, split_overrides
+
+    overrides = ['problem.equations=["x + y = 3","x - y = 1"]', "optim.betas=[0.9, 0.99]", "+trainer.x='a b'",
+                 r"tracking.run_name=my\ run", "~sched", "++problem.loss=sse", "problem.note=x - y = 1 z", "optim@o=adam"]
+    assert override_list(" ".join(overrides)) == overrides
+    assert override_list("") == [] and override_list("a=1  b=2") == ["a=1", "b=2"]
+    shared, varying = split_overrides([{"overrides": " ".join(overrides[:2])}, {"overrides": overrides[0]}])
+    assert shared == [overrides[0]] and varying == [overrides[1], ""]

@@ -2,6 +2,7 @@
 Optuna, and a tracking server. Each sweep holds a job that fails on purpose (SGD at its default
 learning rate diverges on the poly problem)."""
 import csv
+import json
 import os
 import shutil
 import signal
@@ -181,3 +182,21 @@ def test_parallel_sweep_against_a_tracking_server(workdir):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_sweep_over_list_values_exits_0_with_the_best_values_whole(workdir):
+    """List values hold commas, brackets, quotes and spaces: the parent records the best job's
+    values whole (`best.*` params), and the console shows each job's overrides whole."""
+    proc = run_cli(workdir, "-m", "problem=puzzle", 'problem.equations=["x + y = 3", "x - y = 1"]',
+                   "optim.betas=[0.9,0.99],[0.5,0.9]", "trainer.steps=5")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    parent, children = split(all_runs(workdir))
+    assert parent.info.status == "FINISHED" and len(children) == 2
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    params = parent.data.params
+    assert json.loads(params["best.problem.equations"]) == ["x + y = 3", "x - y = 1"], params
+    assert json.loads(params["best.optim.betas"]) == json.loads(best.data.params["optim.betas"])
+    assert sorted(k for k in params if k.startswith("best.")) == ["best.optim.betas", "best.problem", "best.problem.equations", "best.trainer.steps"]
+    assert 'problem.equations=["x + y = 3","x - y = 1"]' in proc.stdout  # once, shared by every job

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -112,7 +113,45 @@ def split_overrides(rows: list[dict]) -> tuple[list[str], list[str]]:
 
 
 def _override_items(overrides: str) -> dict[str, str]:
-    return {o.lstrip("+~").partition("=")[0]: o for o in overrides.split()}
+    return {o.lstrip("+~").partition("=")[0]: o for o in override_list(overrides)}
+
+
+_OVERRIDE_START = re.compile(r"(\+{1,2}|~)?[A-Za-z_][\w./@:-]*=|~[A-Za-z_][\w./@:-]*$")
+
+
+def override_list(text: str) -> list[str]:
+    """A job's `overrides` tag (its overrides joined by spaces) back into its overrides. A value
+    may hold spaces (`problem.equations=["x + y = 3","x - y = 1"]`): a space inside quotes or
+    brackets, escaped, or before a word that does not start an override (`key=` or `~key`) is
+    part of the value."""
+    pieces, word, depth, quote, escaped = [], "", 0, "", False
+    for ch in text:
+        if escaped:
+            word, escaped = word + ch, False
+            continue
+        if ch == "\\":
+            escaped = True
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[({":
+            depth += 1
+        elif ch in "])}":
+            depth = max(depth - 1, 0)
+        elif ch.isspace() and depth == 0:
+            pieces.append(word)
+            word = ""
+            continue
+        word += ch
+    pieces.append(word)
+    out: list[str] = []
+    for piece in pieces:
+        if out and (not piece or not _OVERRIDE_START.match(piece)):
+            out[-1] += " " + piece
+        elif piece:
+            out.append(piece)
+    return [o.rstrip() for o in out]
 
 
 def _median(values: list[float]) -> float:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import all_runs, need, run_cli, store
 from test_examples import installed  # noqa: F401  (the example plugins, pip-installed once)
+from test_faults_lifecycle import tmpfs  # noqa: F401  (a small filesystem: a store whose disk fills up)
 
 STEPS = 30
 
@@ -237,3 +238,113 @@ def test_an_optuna_preset_runs_through_the_batched_launcher(workdir):
     best = min(children.values(), key=lambda r: r.data.metrics["final_loss"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert float(parent.data.params["best.optim.lr"]) == float(best.data.params["optim.lr"])
+
+
+def fill_up(path: Path) -> None:
+    """Take every byte left on path's filesystem."""
+    with open(path, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * (1 << 16))
+        except OSError:
+            pass
+
+
+@pytest.mark.slow
+def test_a_batched_sweep_whose_store_fills_up_mid_run_keeps_each_record_and_sync_uploads_each_once(workdir, tmpfs):
+    """The store's disk fills up while a batch runs: the batch goes on, each job's folder keeps its
+    full record, the sweep says what the store did not take (exit 1), and once there is room again
+    `sync` completes each job's own run, each point once."""
+    from test_faults import start, wait_for_points
+
+    disk = tmpfs(workdir / "store", "16m")
+    uri = f"sqlite:///{disk / 'mlflow.db'}"
+    proc = start(workdir, "-m", "hydra/launcher=batched", "trainer.seed=0,1,2", f"tracking.uri={uri}", "trainer.steps=30000",
+                 "trainer.log_every=300", "trainer.progress=off")
+    try:
+        wait_for_points(disk, n_runs=3, points=2, proc=proc)
+        fill_up(disk / "filler")
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, out[-2000:] + err[-3000:]
+    assert "did not take everything" in out and "python -m runner sync" in out, out[-3000:]
+    (disk / "filler").unlink()
+    steps = list(range(0, 30000, 300)) + [30000]
+    client = store(disk)
+    records = sorted((workdir / "multirun").rglob("record.json"))
+    assert len(records) == 3
+    for path in records:
+        record = json.loads(path.read_text())
+        assert record["synced"] is False and record["status"] == "FINISHED"
+        lines = (path.parent / "metrics.csv").read_text().splitlines()
+        assert [int(line.split(",")[1]) for line in lines if line.startswith("loss,")] == steps
+        kept = len(client.get_metric_history(record["run_id"], "loss"))
+        assert 1 <= kept < len(steps), kept  # the store was lost mid-run
+    synced = run_cli(workdir, "sync", "--tracking-uri", uri, str(workdir / "multirun"))
+    assert synced.returncode == 0 and "3 record(s) synced" in synced.stdout, synced.stdout + synced.stderr
+    again = run_cli(workdir, "sync", "--tracking-uri", uri, str(workdir / "multirun"))
+    assert "Nothing to sync" in again.stdout, again.stdout + again.stderr
+    children = [r for r in all_runs(disk) if r.data.tags.get("sweep") != "true"]
+    assert sorted(r.info.run_id for r in children) == sorted(json.loads(p.read_text())["run_id"] for p in records)  # no new run
+    for run in children:
+        assert run.info.status == "FINISHED" and "batch" in run.data.tags
+        assert [p.step for p in sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda p: p.step)] == steps
+        result = json.loads((Path(run.data.tags["output_dir"]) / "result.json").read_text())
+        assert run.data.metrics["final_loss"] == result["final_loss"]
+
+
+def helpers_of(pid: int) -> list[int]:
+    """The MLflow helper processes (runner/store/helper.py) started by process `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and b"runner.store.helper" in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["the sweep's process", "the sweep and its MLflow helper"])
+def test_sigkill_mid_batch_leaves_no_batch_run_running_for_good(workdir, killed):
+    """SIGKILL of the sweep alone (the OOM killer): its MLflow helper closes every run of the batch
+    KILLED. Of both (power loss): the runs stay RUNNING with their history so far until
+    `python -m runner reap` closes them KILLED, as for a job alone."""
+    from test_faults import start, wait_for_points
+
+    proc = start(workdir, "-m", "hydra/launcher=batched", "trainer.seed=0,1", "trainer.steps=100000000", "trainer.progress=off")
+    try:
+        wait_for_points(workdir, n_runs=2, points=2, proc=proc)
+        if killed.endswith("helper"):
+            for helper in helpers_of(proc.pid):
+                os.kill(helper, signal.SIGKILL)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    children = lambda: [r for r in all_runs(workdir) if r.data.tags.get("sweep") != "true"]  # noqa: E731
+    kept = {r.info.run_id: len(history(workdir, r)) for r in children()}
+    assert len(kept) == 2 and min(kept.values()) >= 2, kept
+    if killed.endswith("helper"):
+        assert all(r.info.status == "RUNNING" for r in all_runs(workdir))  # nobody could close them
+        assert "0 stale run(s)" in run_cli(workdir, "reap", "--stale-after", "3600").stdout  # recent: not touched
+        reaped = run_cli(workdir, "reap", "--stale-after", "0")
+        assert reaped.returncode == 0 and all(run_id in reaped.stdout for run_id in kept), reaped.stdout
+        reason = "heartbeat"
+    else:
+        import time
+
+        deadline = time.time() + 60
+        while time.time() < deadline and any(r.info.status == "RUNNING" for r in children()):
+            time.sleep(0.5)
+        reason = "without closing"
+    for run in children():
+        assert run.info.status == "KILLED" and reason in run.data.tags["error"] and "batch" in run.data.tags, (run.info.status, run.data.tags.get("error"))
+        assert len(history(workdir, run)) == kept[run.info.run_id]  # its history so far, untouched
+        assert (Path(run.data.tags["output_dir"]) / "metrics.csv").read_text().count("loss,") >= kept[run.info.run_id]

@@ -132,6 +132,10 @@ def finish(interrupted: bool = False) -> Optional[Outcome]:
     out = Path(info["sweep_dir"])
     if rows is not None:
         _publish_summary(client, info, rows, out, attempt, problems)
+    unsynced = _unsynced_jobs(out, run_id)
+    if unsynced:
+        problems.append(f"the records of {len(unsynced)} job(s) ({', '.join(unsynced[:5])}{', ...' if len(unsynced) > 5 else ''}) "
+                        "did not all reach it (their history there is incomplete)")
     rows = rows or []
     failed = [r for r in rows if r["status"] != "FINISHED"]
     status = "KILLED" if interrupted else ("FAILED" if failed or not rows or problems else "FINISHED")
@@ -143,6 +147,36 @@ def finish(interrupted: bool = False) -> Optional[Outcome]:
     result = Outcome(rows, failed, status if closed else "FAILED")
     _Sweeps.outcome = result
     return result
+
+
+def _unsynced_jobs(sweep_dir: Path, parent_run_id: str) -> list[str]:
+    """This sweep's job folders whose record did not all reach the store (record.json `synced`:
+    false): a store that failed mid-job and answered again by the end still shows such a run,
+    incomplete, so the sweep must say so, whichever launcher or worker ran the job."""
+    import glob
+    import json
+    import os
+    import stat
+
+    from runner.job_folder import FILE
+
+    found = []
+    for name in sorted(glob.glob(os.path.join(glob.escape(str(sweep_dir)), "**", FILE), recursive=True)):
+        path = Path(name)
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > 16 << 20:  # ours are small regular files: no FIFO read here
+                continue
+            text = path.read_text()
+            if '"synced": false' not in text:  # most records: not parsed (a thousand jobs' folders are read here)
+                continue
+            data = json.loads(text)
+            ours = data.get("tags", {}).get("mlflow.parentRunId") == parent_run_id
+        except (OSError, ValueError, AttributeError):
+            continue
+        if ours and data.get("synced") is False and data.get("status") != "RUNNING":  # closed, not all in the store
+            found.append(str(path.parent.relative_to(sweep_dir)))
+    return found
 
 
 def _attempter(problems: list[str]):

@@ -252,9 +252,12 @@ def fill_up(path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_batched_sweep_whose_store_fills_up_mid_run_keeps_each_record_and_sync_uploads_each_once(workdir, tmpfs):
-    """The store's disk fills up while a batch runs: the batch goes on, each job's folder keeps its
-    full record, the sweep says what the store did not take (exit 1), and once there is room again
-    `sync` completes each job's own run, each point once."""
+    """The store's disk is full for a few seconds while a batch runs, then has room again: the
+    batch goes on, each job's folder keeps its full record, the sweep says that the store did not
+    take everything (exit 1; its runs there look closed but lack points), and `sync` completes
+    each job's own run, each point once."""
+    import time
+
     from test_faults import start, wait_for_points
 
     disk = tmpfs(workdir / "store", "16m")
@@ -264,6 +267,8 @@ def test_a_batched_sweep_whose_store_fills_up_mid_run_keeps_each_record_and_sync
     try:
         wait_for_points(disk, n_runs=3, points=2, proc=proc)
         fill_up(disk / "filler")
+        time.sleep(3)  # a few of the batch's writes (one a second) fail
+        (disk / "filler").unlink()
         out, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
@@ -271,7 +276,6 @@ def test_a_batched_sweep_whose_store_fills_up_mid_run_keeps_each_record_and_sync
             proc.communicate()
     assert proc.returncode == 1, out[-2000:] + err[-3000:]
     assert "did not take everything" in out and "python -m runner sync" in out, out[-3000:]
-    (disk / "filler").unlink()
     steps = list(range(0, 30000, 300)) + [30000]
     client = store(disk)
     records = sorted((workdir / "multirun").rglob("record.json"))

@@ -325,7 +325,9 @@ def test_sigkill_mid_batch_leaves_no_batch_run_running_for_good(workdir, killed)
     try:
         wait_for_points(workdir, n_runs=2, points=2, proc=proc)
         if killed.endswith("helper"):
-            for helper in helpers_of(proc.pid):
+            helpers = helpers_of(proc.pid)
+            assert helpers
+            for helper in helpers:
                 os.kill(helper, signal.SIGKILL)
         proc.kill()
         proc.wait(timeout=30)
@@ -352,3 +354,4 @@ def test_sigkill_mid_batch_leaves_no_batch_run_running_for_good(workdir, killed)
         assert run.info.status == "KILLED" and reason in run.data.tags["error"] and "batch" in run.data.tags, (run.info.status, run.data.tags.get("error"))
         assert len(history(workdir, run)) == kept[run.info.run_id]  # its history so far, untouched
         assert (Path(run.data.tags["output_dir"]) / "metrics.csv").read_text().count("loss,") >= kept[run.info.run_id]
+    assert not [r.info.run_name for r in all_runs(workdir) if r.info.status == "RUNNING"]  # the sweep's parent too

@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 # Environment variables that change what a new interpreter imports or finds, or how torch starts:
 # a call that sets one runs in a real process.
 _PROCESS_ENV = re.compile(r"^(PYTHON|LD_|DYLD_|CUDA_|TORCH|PYTORCH|OMP_|MKL_|HOME$|PATH$)")
-# Launchers that start worker processes (the basic launcher runs jobs in the calling process).
-_PROCESS_LAUNCHERS = re.compile(r"^\+?hydra/launcher=(?!basic$)")
+# Launchers that start worker processes (the basic and batched launchers run jobs in the calling process).
+_PROCESS_LAUNCHERS = re.compile(r"^\+?hydra/launcher=(?!(basic|batched)$)")
 
 
 def needs_process(args, env) -> bool:
@@ -132,6 +132,9 @@ class _ProcessState:
         self.warnings = list(warnings.filters)
         self.resolvers = dict(BaseContainer._resolvers)
         self.config_store = _shallow(ConfigStore.instance().repo)
+        from hydra.plugins.sweeper import Sweeper
+
+        self.validate_batch = Sweeper.validate_batch_is_legal  # the batched launcher replaces it for its process
         self.loggers = {name: (list(lg.handlers), lg.level, lg.propagate, lg.disabled)
                         for name, lg in [("", logging.getLogger()), *logging.Logger.manager.loggerDict.items()]
                         if isinstance(lg, logging.Logger)}
@@ -159,6 +162,9 @@ class _ProcessState:
         BaseContainer._resolvers.clear()
         BaseContainer._resolvers.update(self.resolvers)
         ConfigStore.instance().repo = self.config_store
+        from hydra.plugins.sweeper import Sweeper
+
+        Sweeper.validate_batch_is_legal = self.validate_batch
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None
         self._restore_logging()

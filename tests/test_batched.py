@@ -226,15 +226,15 @@ def test_optuna_trials_asked_together_run_as_one_batch_and_tell_their_own_values
 
 @pytest.mark.slow
 def test_an_optuna_preset_runs_through_the_batched_launcher(workdir):
-    """hparams_search=puzzle_nadam asks 2 trials at a time: each pair is one batch (nadam: each
+    """hparams_search=puzzle_nadam asks 2 trials at a time: the pair is one batch (nadam: each
     job's own optimiser on its slice), and the parent's best is the best child."""
     need("optuna")
-    proc = run_cli(workdir, "hparams_search=puzzle_nadam", "hydra/launcher=batched", "hydra.sweeper.n_trials=4", "trainer.steps=5")
+    proc = run_cli(workdir, "hparams_search=puzzle_nadam", "hydra/launcher=batched", "hydra.sweeper.n_trials=2", "trainer.steps=5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     parent, children = optuna_children(workdir)
-    assert sorted(children) == [0, 1, 2, 3] and all(r.info.status == "FINISHED" for r in children.values())
-    batches = [children[n].data.tags.get("batch") for n in range(4)]
-    assert None not in batches and batches[0] == batches[1] != batches[2] == batches[3], batches
+    assert sorted(children) == [0, 1] and all(r.info.status == "FINISHED" for r in children.values())
+    batches = {r.data.tags.get("batch") for r in children.values()}
+    assert len(batches) == 1 and "(2 jobs; per-job" in batches.pop()
     best = min(children.values(), key=lambda r: r.data.metrics["final_loss"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert float(parent.data.params["best.optim.lr"]) == float(best.data.params["optim.lr"])

@@ -29,16 +29,6 @@ def store_path(run) -> str:
     return f"{uri}/result.json"
 
 
-@pytest.mark.slow
-def test_readme_sweep_example_exits_0(workdir):
-    """The README's sweep example, as written (poly + sgd diverged at step 11 with the loss in
-    y's units squared)."""
-    proc = run_cli(workdir, "-m", "problem=poly,puzzle", "optim=adam,sgd,lbfgs")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = _jobs(workdir)
-    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
-
-
 def _builtin_optimisers() -> list[str]:
     return sorted(ep.name for ep in entry_points(group="runner.optimizers") if ep.dist and ep.dist.name == "opt-runner")
 

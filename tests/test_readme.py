@@ -4,9 +4,11 @@
 comments dropped, spaces collapsed) with how it is checked:
 
 - `Run`: run as written in a fresh temporary directory (after `setup`, which writes the files the
-  command names, and `before`, commands of the README it builds on), exit status 0. Placeholders
+  command names), exit status 0. Placeholders
   the README asks the user to fill (RUN_ID) are filled. Runs are `slow` (a process that imports
   torch) except the few that only print (`--help`, `--cfg`).
+- `After`: run as written right after the command it builds on (that command's `then`), in its
+  directory and test: the sweep a report reads is run once, not once per report.
 - `Serve`: `mlflow ui` / `mlflow server` started as written (on a free port, not 5000: other
   processes may hold it), answering HTTP, then stopped.
 - `Elsewhere`: exercised by another test or by CI (named; the test checks that it exists):
@@ -64,11 +66,16 @@ def _without_comment(line: str) -> str:
 @dataclass
 class Run:
     setup: Optional[Callable[[Path], None]] = None
-    before: tuple[str, ...] = ()
     slow: bool = True  # a run starts a process and imports torch: seconds
     xfail: str = ""
     diverging: bool = False  # a comparison the README says ends with diverged jobs: exit 1, only divergences
     variables: dict = field(default_factory=dict)  # shell variables the user sets (DS=...), given other values here
+    then: tuple[str, ...] = ()  # README commands that read what this one recorded: run after it, each exit status 0
+
+
+@dataclass
+class After:
+    command: str  # the README command whose `then` runs this one
 
 
 @dataclass
@@ -143,7 +150,7 @@ COMMANDS = {
     ".venv/bin/python -m pytest -n auto": Elsewhere((".ci/run: .venv/bin/python -m pytest -n auto",), "the suite itself, in CI"),
     "mlflow ui --backend-store-uri sqlite:///mlflow.db": Serve(),
     # Running experiments
-    MAIN: Run(),
+    MAIN: Run(then=("python -m runner report", "python -m runner report --cost steps,evals,seconds")),
     "python -m runner problem=puzzle optim=lbfgs trainer.dtype=float64": Run(),
     "python -m runner optim=sgd optim.lr=0.1 optim.momentum=0.9 trainer.steps=5000": Run(),
     "python -m runner problem.noise=0.5 problem.n_samples=200 problem.degree=3 trainer.seed=3": Run(),
@@ -164,21 +171,21 @@ COMMANDS = {
         ("tests/test_zoo.py::test_every_registered_optimiser_runs_or_is_refused_with_its_reason", "tests/test_zoo.py::test_cli_sweep_records_each_outcome"),
         "128 jobs of which the README says 20 diverge and 12 are refused: exit status 1 by design"),
     # NIST StRD
-    NIST_LINEAR: Run(),
+    NIST_LINEAR: Run(then=("python -m runner accuracy --experiment nist-accuracy", "python -m runner report --experiment nist-accuracy --out reports/nist")),
     "python -m runner -m problem=nist problem.dataset=Pontius,Wampler1 optim=adam sched=cosine trainer.steps=20000 trainer.log_every=100 tracking.experiment=nist-accuracy":
         Run(),
     "python -m runner -m problem=nist problem.dataset=Pontius,Wampler1 optim=adam sched=cosine trainer.steps=20000 trainer.log_every=100 problem.basis=monomial problem.scale=false tracking.experiment=nist-accuracy":
         Run(),
-    "python -m runner accuracy --experiment nist-accuracy": Run(before=(NIST_LINEAR,)),
+    "python -m runner accuracy --experiment nist-accuracy": After(NIST_LINEAR),
     "python -m runner problem=nist problem.dataset=MGH09 problem.start=1 optim=lm": Run(),
     "python -m runner problem=nist problem.path=MyStRDfile.dat optim=lm": Run(setup=strd_copy),
     DS: Elsewhere(("tests/test_readme.py::test_readme_command",), "the variable the next commands use: run with them"),
-    NLS_LM: Run(variables=NLS_SUBSET),
+    NLS_LM: Run(variables=NLS_SUBSET, then=("python -m runner accuracy --experiment nist-nls",)),
     "python -m runner -m hydra/launcher=batched optim.lr=0.001,0.01,0.1 'trainer.seed=range(20)' trainer.steps=200": Run(),
     "python -m runner -m hydra/launcher=batched optim=adam,lbfgs optim.lr=0.01,0.1 trainer.steps=200": Run(),
     "python -m runner -m problem=nist problem.dataset=$DS problem.start=1,2 optim=lbfgs trainer.steps=100 tracking.experiment=nist-nls": Run(diverging=True, variables=NLS_SUBSET),
     "python -m runner -m problem=nist problem.dataset=$DS problem.start=1,2 optim=adam sched=cosine trainer.steps=3000 tracking.experiment=nist-nls": Run(diverging=True, variables=NLS_SUBSET),
-    "python -m runner accuracy --experiment nist-nls": Run(before=(NLS_LM,), variables=NLS_SUBSET),
+    "python -m runner accuracy --experiment nist-nls": After(NLS_LM),
     # curve, linsys
     """python -m runner problem=curve "problem.model='b1*(1-exp(-b2*x))'" problem.data=points.csv 'problem.start={b1: 500, b2: 1e-4}' optim=lm""":
         Run(setup=curve_files),
@@ -188,7 +195,7 @@ COMMANDS = {
     "python -m runner problem=linsys problem.A=A.mtx problem.b=b.npy optim=lstsq": Run(setup=linsys_files),
     # Sweeps and launchers
     "python -m runner -m problem=poly,puzzle optim=adam,sgd,lbfgs": Run(),
-    SEEDS: Run(),
+    SEEDS: Run(then=("python -m runner report --parent RUN_ID",)),
     "pip install -e '.[joblib]'": Elsewhere((INSTALLED,)),
     "python -m runner -m hydra/launcher=joblib hydra.launcher.n_jobs=4 problem=poly,puzzle optim=adam,sgd,lbfgs": Run(),
     "pip install -e '.[ray]'": Elsewhere((INSTALLED,)),
@@ -216,13 +223,13 @@ COMMANDS = {
     "python -m runner -m hydra/sweeper=optuna hydra.sweeper.n_trials=30 'optim.lr=tag(log,interval(1e-5,0.5))' 'optim.momentum=interval(0,0.99)' optim=sgd":
         Run(),
     # Reports
-    "python -m runner report": Run(before=(MAIN,)),
-    "python -m runner report --parent RUN_ID": Run(before=(SEEDS,)),
-    "python -m runner report --experiment nist-accuracy --out reports/nist": Run(before=(NIST_LINEAR,)),
+    "python -m runner report": After(MAIN),
+    "python -m runner report --parent RUN_ID": After(SEEDS),
+    "python -m runner report --experiment nist-accuracy --out reports/nist": After(NIST_LINEAR),
     "python -m runner report tracking.uri=http://HOST:5000": Elsewhere(
         ("tests/test_report.py::test_report_command_on_an_old_store_elsewhere", "tests/test_readme.py::test_mlflow_serves_what_the_readme_says"),
         "HOST is the user's server: `report` through a local `mlflow server` is run by the Serve check"),
-    "python -m runner report --cost steps,evals,seconds": Run(before=(MAIN,)),
+    "python -m runner report --cost steps,evals,seconds": After(MAIN),
     # Speed
     "python -m benchmarks": Elsewhere(("tests/test_output.py::test_partial_benchmarks_never_overwrite_the_committed_table",),
                                       "about 5 minutes of measurements: run by hand to refresh BENCHMARKS.md; its writing is tested"),
@@ -244,6 +251,11 @@ def test_every_readme_command_is_listed():
     assert not missing, "README commands with no check in tests/test_readme.py COMMANDS:\n" + "\n".join(missing)
     stale = listed - set(found)
     assert not stale, "COMMANDS lists commands the README no longer has:\n" + "\n".join(sorted(stale))
+    for command, how in COMMANDS.items():  # every After is run by the command it names, and only those
+        if isinstance(how, After):
+            assert command in COMMANDS[how.command].then, command
+        for later in getattr(how, "then", ()):
+            assert COMMANDS[later] == After(command), later
 
 
 @pytest.mark.parametrize("command", [c for c, how in COMMANDS.items() if isinstance(how, Elsewhere)])
@@ -307,9 +319,6 @@ def test_readme_command(command, tmp_path):
         how.setup(tmp_path)
     for name, value in how.variables.items():  # a part of the README's own value, never another one
         assert set(value.split(",")) <= set(_variables()[name].split(",")), (name, value)
-    for earlier in how.before:
-        proc = run_readme(tmp_path, earlier, variables=how.variables)
-        assert proc.returncode == 0, f"{earlier}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     proc = run_readme(tmp_path, command, variables=how.variables)
     if how.diverging:  # the sweep ran every job; the ones that failed only diverged, as the README says
         failed = [line for line in proc.stdout.splitlines() if re.match(r"\s+#\d+ ", line)]
@@ -318,6 +327,9 @@ def test_readme_command(command, tmp_path):
     else:
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr
+    for later in how.then:
+        proc = run_readme(tmp_path, later, variables=how.variables)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, f"{later}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
 # -- servers ------------------------------------------------------------------------------------------

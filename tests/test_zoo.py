@@ -230,12 +230,13 @@ def test_without_the_extra_the_message_names_it(workdir, tmp_path):
     block.mkdir()
     (block / "sitecustomize.py").write_text(BLOCK)
     env = {"PYTHONPATH": os.pathsep.join([str(block), os.environ.get("PYTHONPATH", "")])}
-    for value in ("lion", "zoo.adam", "adam,prodigy"):
+    # A zoo name alone and in a sweep (each a process: the block is an import hook). A plain run
+    # without the zoo is test_a_plain_run_does_not_import_the_zoo's.
+    for value in ("zoo.adam", "adam,lion"):
         proc = run_cli(workdir, "-m" if "," in value else "trainer.steps=5", f"optim={value}", env=env)
         assert proc.returncode == 2, proc.stderr
         assert "pip install 'opt-runner[zoo]'" in proc.stderr and "Traceback" not in proc.stderr
     assert "not installed: pip install 'opt-runner[zoo]'" in run_cli(workdir, "--help", env=env).stdout
-    assert run_cli(workdir, "optim=adam", "trainer.steps=5", env=env).returncode == 0
 
 
 @pytest.mark.slow

@@ -73,11 +73,12 @@ class BestTracker:
                 self.batched_loss = torch.full_like(row, math.inf)
                 self.batched_step = torch.full(row.shape, -1, dtype=torch.int64, device=row.device)
                 self.best = [s.clone() for s in self.snap]
+            # In place, one kernel each: this runs at every check of a replica run.
             better = row < self.batched_loss  # nan: never better
-            self.batched_loss = torch.where(better, row, self.batched_loss)
-            self.batched_step = torch.where(better, torch.full_like(self.batched_step, base + i), self.batched_step)
+            torch.where(better, row, self.batched_loss, out=self.batched_loss)
+            self.batched_step.masked_fill_(better, base + i)
             for b, s in zip(self.best, self.snap):
-                b.copy_(torch.where(better.view(-1, *([1] * (s.dim() - 1))), s, b))
+                torch.where(better.view(-1, *([1] * (s.dim() - 1))), s, b, out=b)
 
     def finish(self, final_losses: list[float], done: int, batched: bool) -> BestPoint:
         """The best point, the final parameters (step `done`, loss `final_losses`) included."""

@@ -145,3 +145,83 @@ def test_evaluation_counts_of_an_optimiser_that_evaluates_the_problem_itself():
     assert res.evaluations == (opt.evaluations["loss"], opt.evaluations["gradient"])
     assert costs[0] == (1 + 1, 2)  # step 0: r(x0), one forward-mode Jacobian (2 parameters), one trial
     assert points[-1][1] == pytest.approx(problem.data.certified_rss, rel=1e-10)  # lm's own loss, logged
+
+
+def _replica_losses(n_steps: int, replicas: int, dead: dict[int, int]) -> torch.Tensor:
+    """(steps, replicas) losses with a tie, an inf and replicas that die (nan from step dead[r] on)."""
+    g = torch.Generator().manual_seed(1)
+    table = torch.rand(n_steps, replicas, generator=g) * 10
+    table[:, 1] = table[:, 0]  # ties
+    table[5, 2] = math.inf  # an inf is ignored like a nan
+    for r, at in dead.items():
+        table[at:, r] = math.nan
+    return table
+
+
+def _run_replicas(table: torch.Tensor, hand_over: float, monkeypatch, **kwargs):
+    """optimise over a loss that reads the table row by row (the parameters do not matter)."""
+    import runner.loop as loop
+
+    monkeypatch.setattr(loop, "HAND_OVER_SECONDS", hand_over)
+    x = torch.zeros(table.shape[1], requires_grad=True)
+    opt = torch.optim.SGD([x], lr=0.0)
+    row = [0]
+
+    def loss():
+        r = table[min(row[0], len(table) - 1)]
+        row[0] += 1
+        return x + r
+
+    calls = []
+    res = optimise(loss, opt, on_points=lambda d, p, t, c: calls.append((d, p, t, c)), params={"x": x}, **kwargs)
+    return res, calls
+
+
+@pytest.mark.parametrize("hand_over", [0.0, 1e9])
+def test_replica_points_are_each_logged_steps_median_and_band_whenever_handed_over(hand_over, monkeypatch):
+    """Replicas without tol: the logged steps' median and 10-90 % band over the finite replicas,
+    equal to torch.nanquantile of each step alone, every point handed over once and in order, the
+    last hand-over at the final step, however often they are handed over."""
+    table = _replica_losses(64, 7, dead={3: 20, 4: 0})
+    res, calls = _run_replicas(table, hand_over, monkeypatch, steps=57, log_every=3, check_every=10)
+    assert res.stop_reason == "steps" and res.steps == 57 and calls[-1][0] == 57
+    if hand_over:
+        assert len(calls) == 1  # the final read hands everything over
+    points = [p for _, pts, _, _ in calls for p in pts]
+    times = [t for _, _, ts, _ in calls for t in ts]
+    assert [s for s, _ in points] == list(range(0, 57, 3)) and times == sorted(times) and len(times) == len(points)
+    q = torch.tensor([0.1, 0.5, 0.9])
+    for s, median in points:
+        row = table[s]
+        lo, mid, hi = torch.nanquantile(torch.where(torch.isfinite(row), row, torch.nan), q).tolist()
+        assert median == mid  # exactly: the same kernel, many rows at once or one
+        assert (s, lo) in res.bands["loss_q10"] and (s, hi) in res.bands["loss_q90"]
+    assert [s for s, _ in res.bands["loss_q10"]] == [s for s, _ in points]
+
+
+@pytest.mark.parametrize("hand_over", [0.0, 1e9])
+def test_replicas_diverge_at_the_first_step_where_none_is_finite(hand_over, monkeypatch):
+    table = _replica_losses(64, 3, dead={0: 10, 1: 23, 2: 17})  # all dead from step 23, mid-chunk
+    res, calls = _run_replicas(table, hand_over, monkeypatch, steps=60, log_every=1, check_every=10)
+    assert res.stop_reason == "diverged" and res.steps == 23 and "step 23" in res.error
+    assert [s for _, pts, _, _ in calls for s, _ in pts] == list(range(23)) and calls[-1][0] == 23
+
+
+def test_an_interrupted_replica_run_hands_over_every_point_it_read(monkeypatch):
+    table = _replica_losses(64, 4, dead={})
+    x = torch.zeros(4, requires_grad=True)
+    import runner.loop as loop
+
+    monkeypatch.setattr(loop, "HAND_OVER_SECONDS", 1e9)  # nothing handed over before the interrupt
+    opt = torch.optim.SGD([x], lr=0.0)
+    seen, n = [], [0]
+
+    def loss():
+        n[0] += 1
+        if n[0] == 38:
+            raise KeyboardInterrupt
+        return x + table[n[0]]
+
+    with pytest.raises(KeyboardInterrupt):
+        optimise(loss, opt, steps=100, log_every=5, check_every=10, on_points=lambda d, p, t, c: seen.extend(p))
+    assert [s for s, _ in seen] == [0, 5, 10, 15, 20, 25, 30, 35]

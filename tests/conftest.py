@@ -66,3 +66,9 @@ def all_runs(cwd: Path, experiment: str = "runner"):
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first (stable order otherwise): with `-n auto` the longest start while quick
+    ones can still fill the other worker, instead of one long test running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

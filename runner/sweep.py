@@ -29,6 +29,12 @@ from runner.sweep_summary import _attach_report, _plot_curves, _record_best, _re
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Every value of the sweep was checked before Hydra started (runner/override_check.py):
+        # Hydra's own check, a full composition of each job's config before any job runs, is
+        # needed once per group of jobs that differ only in values (the batched launcher's rule).
+        from runner.batched.launch import validate_once_per_group
+
+        validate_once_per_group()
         try:
             start(config)
         except UserError as exc:

@@ -122,7 +122,13 @@ def _plugin(kind: str, node: Optional[DictConfig]):
     if "_broken_" in node:  # configs.register could not load it: say why (registry's message names it)
         why = str(node["_broken_"])
         raise UserError(why if why.startswith(f"The {kind} plugin '{name}'") else f"The {kind} plugin '{name}' could not be loaded: {why}")
-    return name, registry.get(kind, name).load()
+    plugin = registry.get(kind, name)
+    if plugin not in _loaded:  # imported and checked against the contract once a process (a batched sweep builds a thousand jobs)
+        _loaded[plugin] = plugin.load()
+    return name, _loaded[plugin]
+
+
+_loaded: dict = {}  # registry.Plugin -> its factory, loaded (a failed load is not kept: it raises again)
 
 
 def _construct(factory, kind: str, name: str, *args, **kwargs):

@@ -46,15 +46,16 @@ class BatchRecord(RunRecord):
             return super()._send_artifacts()
         out, send = self.ctx.output_dir, self.cfg.tracking.artifacts  # result.json and config.yaml, no figures
         artifacts = [p for p in (out / "result.json", out / "config.yaml") if p.exists()] if send else []
-        for path in artifacts:
-            self.link.call(self.client.log_artifact, self.run_id, str(path), wait=False)
+        if artifacts and self.link.failed is None:  # sent with every job's, in one request (close_runs)
+            self.shared.artifacts.append((self.run_id, [str(p) for p in artifacts]))
         return artifacts
 
     def run_tags(self) -> dict[str, str]:
-        tags = {**super().run_tags(), "batch": self.batch_tag}
-        if not self.figures:
-            tags["figures_note"] = "not drawn: a large batch (hydra.launcher.figures=true draws each job's)"
-        return tags
+        if getattr(self, "_tags", None) is None:  # asked by create_runs, then by __enter__: made once
+            self._tags = {**super().run_tags(), "batch": self.batch_tag}
+            if not self.figures:
+                self._tags["figures_note"] = "not drawn: a large batch (hydra.launcher.figures=true draws each job's)"
+        return dict(self._tags)
 
 
 def create_runs(client, experiment_id: str, records: list[BatchRecord]) -> None:
@@ -95,13 +96,15 @@ class DeferredClose(StoreLink):
 
     def close(self, status: str) -> bool:
         self.shared.statuses.append((self.run_id, status))
-        # A waited request, as a job alone makes with its status: the helper's answers to the
-        # requests sent without waiting (artifacts) are read, so they never fill the socket and
-        # stall the helper (seen with ~250 jobs: the helper blocked sending, the batch sending).
-        try:
-            self.client.wait()
-        except Exception as exc:
-            self.failed = self.failed or exc
+        # No request of its own: the status goes with the batch's (close_runs). Answers to the
+        # requests sent without waiting (a job's figures) are read once many are due, so they
+        # never fill the socket and stall the helper (seen with ~250 jobs: the helper blocked
+        # sending, the batch sending).
+        if getattr(self.client, "unanswered", 0) > 100:
+            try:
+                self.client.wait()
+            except Exception as exc:
+                self.failed = self.failed or exc
         return self.failed is None
 
 
@@ -113,11 +116,14 @@ def close_runs(client, records: list) -> Optional[BaseException]:
         return None
     shared = records[0].shared
     deferred, shared.deferred = shared.deferred, []
+    artifacts, shared.artifacts = shared.artifacts, []
     done, shared.statuses = shared.statuses, []
     failure = None
     try:
         if deferred:
             client.log_batches(deferred)
+        if artifacts:
+            client.log_artifacts_bulk(artifacts)
     except Exception as exc:  # the store is gone: each job folder keeps its record for sync
         failure = exc
         for r in records:
@@ -173,6 +179,7 @@ class BatchStream:
         self.views: list[StreamView] = []
         self.statuses: list[tuple[str, str]] = []  # (run_id, status) of closed records: close_runs sets them
         self.deferred: list[tuple] = []  # log_batch requests of the records, sent in bulk by close_runs
+        self.artifacts: list[tuple[str, list[str]]] = []  # (run_id, files) of the records, sent in bulk by close_runs
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closing = threading.Event()

@@ -138,21 +138,27 @@ class LocalClient:
         sql._check_experiment_is_active(experiment)
         from mlflow.store.tracking.dbmodels.models import SqlParam
 
-        ids, rows = [], []
-        for name, tags, *params in runs:
+        import sqlalchemy
+
+        ids, runs_rows, tag_rows, param_rows = [], [], [], []
+        now = get_current_time_millis()
+        for name, tags, *params in runs:  # the rows MLflow's create_run and log_batch write, as plain inserts
             run_id = uuid.uuid4().hex
             ids.append(run_id)
             tags = {**tags, MLFLOW_RUN_NAME: name}
-            run = SqlRun(name=name, artifact_uri=append_to_uri_path(experiment.artifact_location, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
-                         run_uuid=run_id, experiment_id=experiment_id, source_type=SourceType.to_string(SourceType.UNKNOWN),
-                         source_name="", entry_point_name="", user_id=tags.get(MLFLOW_USER, "unknown"),
-                         status=RunStatus.to_string(RunStatus.RUNNING), start_time=get_current_time_millis(), end_time=None,
-                         deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE)
-            run.tags = [SqlTag(key=k, value=str(v)) for k, v in tags.items()]
-            run.params = [SqlParam(key=k, value=str(v)) for k, v in (params[0] if params else [])]
-            rows.append(run)
+            runs_rows.append(dict(name=name, artifact_uri=append_to_uri_path(experiment.artifact_location, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
+                                  run_uuid=run_id, experiment_id=int(experiment_id), source_type=SourceType.to_string(SourceType.UNKNOWN),
+                                  source_name="", entry_point_name="", user_id=tags.get(MLFLOW_USER, "unknown"),
+                                  status=RunStatus.to_string(RunStatus.RUNNING), start_time=now, end_time=None,
+                                  deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE))
+            tag_rows += [{"run_uuid": run_id, "key": k, "value": str(v)} for k, v in tags.items()]
+            param_rows += [{"run_uuid": run_id, "key": k, "value": str(v)} for k, v in dict(params[0] if params else []).items()]
         with sql.ManagedSessionMaker(read_only=False) as session:
-            session.add_all(rows)
+            session.execute(sqlalchemy.insert(SqlRun.__table__), runs_rows)
+            if tag_rows:
+                session.execute(sqlalchemy.insert(SqlTag.__table__), tag_rows)
+            if param_rows:
+                session.execute(sqlalchemy.insert(SqlParam.__table__), param_rows)
             session.commit()
         return ids
 
@@ -242,6 +248,42 @@ class LocalClient:
     def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None:
         self.mlflow.log_artifact(run_id, path)
 
+    def log_artifacts_bulk(self, items: list, wait: bool = True) -> None:
+        """[(run_id, [file paths])]: each file logged as log_artifact logs it, for many runs in one
+        request. Where a run's artifact store is a local folder (MLflow's default next to a
+        SQLite store) the files are copied straight into it, as MLflow's local repository does
+        (a temporary file, then an atomic rename); any other store, file by file through MLflow."""
+        local = self._local_artifact_dirs([run_id for run_id, _ in items])
+        for run_id, paths in items:
+            folder = local.get(run_id)
+            for path in paths:
+                if folder is None:
+                    self.mlflow.log_artifact(run_id, path)
+                else:
+                    _copy_into(path, folder)
+
+    def _local_artifact_dirs(self, run_ids: list) -> dict:
+        """{run_id: its artifact folder} for the runs of a SQL store whose artifact URI is a
+        local path; the others are left out (they go through MLflow)."""
+        sql = self._sql_store()
+        if sql is None or not run_ids:
+            return {}
+        from urllib.parse import urlparse
+
+        from mlflow.store.tracking.dbmodels.models import SqlRun
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        out = {}
+        with sql.ManagedSessionMaker() as session:
+            for i in range(0, len(run_ids), 500):
+                for run_id, uri in session.query(SqlRun.run_uuid, SqlRun.artifact_uri).filter(SqlRun.run_uuid.in_(run_ids[i : i + 500])):
+                    scheme = urlparse(uri or "").scheme
+                    if uri and scheme == "file":
+                        out[run_id] = local_file_uri_to_path(uri)
+                    elif uri and scheme == "" and Path(uri).is_absolute():
+                        out[run_id] = uri
+        return out
+
     def log_artifacts(self, run_id: str, folder: str, artifact_path: Optional[str] = None) -> None:
         self.mlflow.log_artifacts(run_id, folder, artifact_path)
 
@@ -262,6 +304,58 @@ class LocalClient:
         """Every call here is done when it returns."""
 
     # -- reads: MLflow's entities, for sweeps, sync, reap and reports -----------------------------
+    def runs_of_parent(self, experiment_id: str, parent_run_id: str) -> list:
+        """The active runs of an experiment whose parent is `parent_run_id`, oldest first, as
+        search_runs returns them (info, params, tags, latest metrics); on a SQL store read in a
+        few queries for all of them, rather than MLflow's search (a thousand children of a sweep)."""
+        sql = self._sql_store()
+        if sql is None:
+            return self.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", order_by=["attributes.start_time ASC"])
+        from mlflow.entities import LifecycleStage, Metric, Param, Run, RunData, RunInfo, RunTag
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
+
+        with sql.ManagedSessionMaker() as session:
+            runs = (session.query(SqlRun.run_uuid, SqlRun.name, SqlRun.experiment_id, SqlRun.user_id, SqlRun.status, SqlRun.start_time,
+                                  SqlRun.end_time, SqlRun.lifecycle_stage, SqlRun.artifact_uri)
+                    .join(SqlTag, SqlTag.run_uuid == SqlRun.run_uuid)
+                    .filter(SqlTag.key == "mlflow.parentRunId", SqlTag.value == parent_run_id, SqlRun.experiment_id == int(experiment_id),
+                            SqlRun.lifecycle_stage == LifecycleStage.ACTIVE)
+                    .order_by(SqlRun.start_time, SqlRun.run_uuid).all())
+            ids = [r.run_uuid for r in runs]
+            tags, params, metrics = ({i: [] for i in ids} for _ in range(3))
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                for run_id, key, value in session.query(SqlTag.run_uuid, SqlTag.key, SqlTag.value).filter(SqlTag.run_uuid.in_(chunk)):
+                    tags[run_id].append(RunTag(key, value))
+                for run_id, key, value in session.query(SqlParam.run_uuid, SqlParam.key, SqlParam.value).filter(SqlParam.run_uuid.in_(chunk)):
+                    params[run_id].append(Param(key, value))
+                for m in session.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid.in_(chunk)):
+                    metrics[m.run_uuid].append(Metric(m.key, float("nan") if m.is_nan else m.value, m.timestamp, m.step))
+        out = []
+        for r in runs:
+            info = RunInfo(run_id=r.run_uuid, run_name=r.name, experiment_id=str(r.experiment_id), user_id=r.user_id, status=r.status,
+                           start_time=r.start_time, end_time=r.end_time, lifecycle_stage=r.lifecycle_stage, artifact_uri=r.artifact_uri)
+            out.append(Run(run_info=info, run_data=RunData(metrics=metrics[r.run_uuid], params=params[r.run_uuid], tags=tags[r.run_uuid])))
+        return out
+
+    def metric_histories(self, run_ids: list, keys: list) -> dict:
+        """{run_id: {key: [Metric]}} for every key of `keys` each run has: get_metric_history of
+        many runs, on a SQL store in one query per 500 runs."""
+        sql = self._sql_store()
+        if sql is None:
+            return {run_id: {key: list(self.get_metric_history(run_id, key)) for key in keys} for run_id in run_ids}
+        from mlflow.entities import Metric
+        from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+        out: dict = {run_id: {key: [] for key in keys} for run_id in run_ids}
+        with sql.ManagedSessionMaker() as session:
+            for i in range(0, len(run_ids), 500):
+                found = (session.query(SqlMetric.run_uuid, SqlMetric.key, SqlMetric.value, SqlMetric.timestamp, SqlMetric.step, SqlMetric.is_nan)
+                         .filter(SqlMetric.run_uuid.in_(run_ids[i : i + 500]), SqlMetric.key.in_(list(keys))))
+                for run_id, key, value, timestamp, step, is_nan in found:
+                    out[run_id][key].append(Metric(key, float("nan") if is_nan else value, timestamp, step))
+        return out
+
     def find_run(self, run_id: str):
         """The run, or None when the store does not hold it."""
         from mlflow.exceptions import MlflowException
@@ -291,6 +385,27 @@ class LocalClient:
 
     def download_artifacts(self, run_id: str, path: str, dst_path: Optional[str] = None):
         return self.mlflow.download_artifacts(run_id, path, dst_path)
+
+
+def _copy_into(path: str, folder: str) -> None:
+    """One file into an artifact folder as MLflow's local artifact repository writes it."""
+    import os
+    import shutil
+    import tempfile
+
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".artifact.uploading.")  # MLflow's own prefix for a file on its way
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out)
+        shutil.copystat(path, tmp)
+        os.replace(tmp, os.path.join(folder, os.path.basename(path)))
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 _clients: dict[str, LocalClient] = {}  # private: one per store and process (a client costs ~0.1 s)

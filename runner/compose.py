@@ -39,9 +39,11 @@ class Experiment:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build(cfg: DictConfig, problem=None) -> Experiment:
+def build(cfg: DictConfig, problem=None, seed_global: bool = True) -> Experiment:
     """`problem`: an adapter.ProblemHooks already built from this very `problem` config (the jobs of
-    a batched sweep share one: runner/batched); else it is built here."""
+    a batched sweep share one: runner/batched); else it is built here. `seed_global=False`: leave
+    torch's global generator alone (a batched sweep's jobs after its first: their programs are
+    made later, together; seeding costs milliseconds a call, torch queueing the other devices')."""
     import torch
 
     from runner.adapter import ProblemHooks, injected_arguments
@@ -63,7 +65,8 @@ def build(cfg: DictConfig, problem=None) -> Experiment:
     needs = optim_needs.of(optim_factory, optim_name, optim_kwargs)  # an option may turn elementwise off
     # lstsq asks for the problem; an optimiser with a built-in schedule (Ranger21) for the run's length
     optim_kwargs_all = {**optim_kwargs, **injected_arguments("optim", optim_factory, problem=problem.plugin, total_steps=trainer["steps"])}
-    torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
+    if seed_global:
+        torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
 
     def make_optimizer(leaves):
         return _construct(optim_factory, "optim", optim_name, leaves, **optim_kwargs_all)

@@ -129,7 +129,7 @@ class BatchedSweep:
                     cfg = derive(task_base, values, overrides[position], initial_job_idx + position)
                     if _plain(cfg.problem) != problem_node:  # an interpolation made it differ
                         continue
-                    exp = compose.build(cfg, problem=base_exp.problem)
+                    exp = compose.build(cfg, problem=base_exp.problem, seed_global=False)
                 except Exception:  # refused input: the basic path records it as that job's failure
                     continue
                 if same_program(base_exp, exp):

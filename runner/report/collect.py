@@ -174,10 +174,11 @@ HISTORY_KEYS = ("loss", "evals", "loss_q10", "loss_q90")  # a run's loss, its co
 
 
 def _histories(client, run_ids: list[str], keys=HISTORY_KEYS) -> dict[str, dict[str, list]]:
-    """{run_id: {key: [Metric]}}: in bulk where the client can, else run by run."""
+    """{run_id: {key: [(step, value, timestamp_ms)]}}: in bulk where the client can, else run by run."""
     if hasattr(client, "metric_histories"):
         return client.metric_histories(list(run_ids), list(keys))
-    return {run_id: {key: list(client.get_metric_history(run_id, key)) for key in keys} for run_id in run_ids}
+    return {run_id: {key: [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)] for key in keys}
+            for run_id in run_ids}
 
 
 def _load_histories(client, runs: list[RunData]) -> None:
@@ -191,13 +192,13 @@ def _load_history(client, run: RunData) -> None:
 
 
 def _set_history(run: RunData, metrics: dict[str, list]) -> None:
-    points = sorted((m.step, m.value, m.timestamp) for m in metrics.get("loss", ()))
+    points = sorted(metrics.get("loss", ()))
     origin = run.started_at if run.started_at is not None else (points[0][2] / 1000 if points else 0.0)
     run.history = [(s, v, max(ts / 1000 - origin, 0.0)) for s, v, ts in points]
-    run.evals = {m.step: m.value for m in metrics.get("evals", ())}  # none before they were counted
+    run.evals = {s: v for s, v, _ in metrics.get("evals", ())}  # none before they were counted
     if run.replicas > 1:
         for key in ("loss_q10", "loss_q90"):
-            run.bands[key] = {m.step: m.value for m in metrics.get(key, ())}
+            run.bands[key] = {s: v for s, v, _ in metrics.get(key, ())}
 
 
 def loss_points(client, run_id: str) -> list[tuple[int, float]]:
@@ -207,7 +208,7 @@ def loss_points(client, run_id: str) -> list[tuple[int, float]]:
 
 def loss_curves(client, run_ids: list[str]) -> dict[str, list[tuple[int, float]]]:
     """{run_id: its loss history as (step, loss), in step order}, read in bulk where the client can."""
-    return {run_id: sorted((p.step, p.value) for p in found.get("loss", ())) for run_id, found in _histories(client, run_ids, ("loss",)).items()}
+    return {run_id: [(s, v) for s, v, _ in sorted(found.get("loss", ()))] for run_id, found in _histories(client, run_ids, ("loss",)).items()}
 
 
 def results(client, run_ids: list[str]) -> dict[str, dict]:

@@ -189,10 +189,15 @@ class LocalClient:
         if sql is None:
             return False
         latest = {(run_id, k): str(v) for run_id, tags in tagged for k, v in tags}
+        by_key: dict[str, list[str]] = {}
+        for run_id, key in latest:
+            by_key.setdefault(key, []).append(run_id)
+        table = SqlTag.__table__
         with sql.ManagedSessionMaker(read_only=False) as session:
-            for (run_id, key) in latest:
-                session.execute(sqlalchemy.delete(SqlTag.__table__).where(SqlTag.run_uuid == run_id, SqlTag.key == key))
-            session.execute(sqlalchemy.insert(SqlTag.__table__), [{"run_uuid": r, "key": k, "value": v} for (r, k), v in latest.items()])
+            for key, run_ids in by_key.items():  # a key's old values, 500 runs a statement
+                for i in range(0, len(run_ids), 500):
+                    session.execute(sqlalchemy.delete(table).where(table.c.key == key, table.c.run_uuid.in_(run_ids[i : i + 500])))
+            session.execute(sqlalchemy.insert(table), [{"run_uuid": r, "key": k, "value": v} for (r, k), v in latest.items()])
             session.commit()
         return True
 
@@ -232,12 +237,23 @@ class LocalClient:
                     if active != len(chunk):
                         return False  # MLflow's own log_batch says which run and why
                 session.execute(sqlalchemy.insert(SqlMetric.__table__), rows)
+                table = SqlLatestMetric.__table__
+                newer = []  # plain statements: a thousand runs' latest values are tens of thousands of rows
                 for i in range(0, len(run_ids), 500):
-                    for old in session.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid.in_(run_ids[i : i + 500])).all():
-                        new = latest.pop((old.run_uuid, old.key), None)
-                        if new is not None and (new["step"], new["timestamp"], new["value"]) > (old.step, old.timestamp, old.value):
-                            old.value, old.step, old.timestamp, old.is_nan = new["value"], new["step"], new["timestamp"], new["is_nan"]
-                session.add_all([SqlLatestMetric(**new) for new in latest.values()])
+                    found = session.execute(sqlalchemy.select(table.c.run_uuid, table.c.key, table.c.step, table.c.timestamp, table.c.value)
+                                            .where(table.c.run_uuid.in_(run_ids[i : i + 500])))
+                    for run_id, key, step, timestamp, value in found:
+                        new = latest.pop((run_id, key), None)
+                        if new is not None and (new["step"], new["timestamp"], new["value"]) > (step, timestamp, value):
+                            newer.append({"b_run": run_id, "b_key": key, "value": new["value"], "step": new["step"],
+                                          "timestamp": new["timestamp"], "is_nan": new["is_nan"]})
+                if newer:
+                    session.execute(sqlalchemy.update(table).where(table.c.run_uuid == sqlalchemy.bindparam("b_run"), table.c.key == sqlalchemy.bindparam("b_key"))
+                                    .values(value=sqlalchemy.bindparam("value"), step=sqlalchemy.bindparam("step"),
+                                            timestamp=sqlalchemy.bindparam("timestamp"), is_nan=sqlalchemy.bindparam("is_nan")),
+                                    newer)
+                if latest:
+                    session.execute(sqlalchemy.insert(table), list(latest.values()))
                 session.commit()
         except Exception as exc:  # a point already in the store: MLflow's log_batch skips it
             if isinstance(exc, sqlalchemy.exc.IntegrityError) or isinstance(exc.__cause__, sqlalchemy.exc.IntegrityError):
@@ -307,53 +323,60 @@ class LocalClient:
     def runs_of_parent(self, experiment_id: str, parent_run_id: str) -> list:
         """The active runs of an experiment whose parent is `parent_run_id`, oldest first, as
         search_runs returns them (info, params, tags, latest metrics); on a SQL store read in a
-        few queries for all of them, rather than MLflow's search (a thousand children of a sweep)."""
+        few plain queries for all of them, rather than MLflow's search (a thousand children of a sweep)."""
         sql = self._sql_store()
         if sql is None:
             return self.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", order_by=["attributes.start_time ASC"])
+        import sqlalchemy
         from mlflow.entities import LifecycleStage, Metric, Param, Run, RunData, RunInfo, RunTag
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
 
+        run, tag, param, latest = (m.__table__.c for m in (SqlRun, SqlTag, SqlParam, SqlLatestMetric))
         with sql.ManagedSessionMaker() as session:
-            runs = (session.query(SqlRun.run_uuid, SqlRun.name, SqlRun.experiment_id, SqlRun.user_id, SqlRun.status, SqlRun.start_time,
-                                  SqlRun.end_time, SqlRun.lifecycle_stage, SqlRun.artifact_uri)
-                    .join(SqlTag, SqlTag.run_uuid == SqlRun.run_uuid)
-                    .filter(SqlTag.key == "mlflow.parentRunId", SqlTag.value == parent_run_id, SqlRun.experiment_id == int(experiment_id),
-                            SqlRun.lifecycle_stage == LifecycleStage.ACTIVE)
-                    .order_by(SqlRun.start_time, SqlRun.run_uuid).all())
-            ids = [r.run_uuid for r in runs]
+            runs = session.execute(
+                sqlalchemy.select(run.run_uuid, run.name, run.experiment_id, run.user_id, run.status, run.start_time, run.end_time,
+                                  run.lifecycle_stage, run.artifact_uri)
+                .join(SqlTag.__table__, tag.run_uuid == run.run_uuid)
+                .where(tag.key == "mlflow.parentRunId", tag.value == parent_run_id, run.experiment_id == int(experiment_id),
+                       run.lifecycle_stage == LifecycleStage.ACTIVE)
+                .order_by(run.start_time, run.run_uuid)).all()
+            ids = [r[0] for r in runs]
             tags, params, metrics = ({i: [] for i in ids} for _ in range(3))
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                for run_id, key, value in session.query(SqlTag.run_uuid, SqlTag.key, SqlTag.value).filter(SqlTag.run_uuid.in_(chunk)):
+                for run_id, key, value in session.execute(sqlalchemy.select(tag.run_uuid, tag.key, tag.value).where(tag.run_uuid.in_(chunk))):
                     tags[run_id].append(RunTag(key, value))
-                for run_id, key, value in session.query(SqlParam.run_uuid, SqlParam.key, SqlParam.value).filter(SqlParam.run_uuid.in_(chunk)):
+                for run_id, key, value in session.execute(sqlalchemy.select(param.run_uuid, param.key, param.value).where(param.run_uuid.in_(chunk))):
                     params[run_id].append(Param(key, value))
-                for m in session.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid.in_(chunk)):
-                    metrics[m.run_uuid].append(Metric(m.key, float("nan") if m.is_nan else m.value, m.timestamp, m.step))
+                found = session.execute(sqlalchemy.select(latest.run_uuid, latest.key, latest.value, latest.timestamp, latest.step, latest.is_nan)
+                                        .where(latest.run_uuid.in_(chunk)))
+                for run_id, key, value, timestamp, step, is_nan in found:
+                    metrics[run_id].append(Metric(key, float("nan") if is_nan else value, timestamp, step))
         out = []
-        for r in runs:
-            info = RunInfo(run_id=r.run_uuid, run_name=r.name, experiment_id=str(r.experiment_id), user_id=r.user_id, status=r.status,
-                           start_time=r.start_time, end_time=r.end_time, lifecycle_stage=r.lifecycle_stage, artifact_uri=r.artifact_uri)
-            out.append(Run(run_info=info, run_data=RunData(metrics=metrics[r.run_uuid], params=params[r.run_uuid], tags=tags[r.run_uuid])))
+        for run_id, name, exp_id, user_id, status, start_time, end_time, stage, artifact_uri in runs:
+            info = RunInfo(run_id=run_id, run_name=name, experiment_id=str(exp_id), user_id=user_id, status=status,
+                           start_time=start_time, end_time=end_time, lifecycle_stage=stage, artifact_uri=artifact_uri)
+            out.append(Run(run_info=info, run_data=RunData(metrics=metrics[run_id], params=params[run_id], tags=tags[run_id])))
         return out
 
     def metric_histories(self, run_ids: list, keys: list) -> dict:
-        """{run_id: {key: [Metric]}} for every key of `keys` each run has: get_metric_history of
-        many runs, on a SQL store in one query per 500 runs."""
+        """{run_id: {key: [(step, value, timestamp_ms)]}} for each key of `keys`: get_metric_history
+        of many runs, on a SQL store in one plain query per 500 runs."""
         sql = self._sql_store()
         if sql is None:
-            return {run_id: {key: list(self.get_metric_history(run_id, key)) for key in keys} for run_id in run_ids}
-        from mlflow.entities import Metric
+            return {run_id: {key: [(m.step, m.value, m.timestamp) for m in self.get_metric_history(run_id, key)] for key in keys}
+                    for run_id in run_ids}
+        import sqlalchemy
         from mlflow.store.tracking.dbmodels.models import SqlMetric
 
+        metric = SqlMetric.__table__.c
         out: dict = {run_id: {key: [] for key in keys} for run_id in run_ids}
         with sql.ManagedSessionMaker() as session:
             for i in range(0, len(run_ids), 500):
-                found = (session.query(SqlMetric.run_uuid, SqlMetric.key, SqlMetric.value, SqlMetric.timestamp, SqlMetric.step, SqlMetric.is_nan)
-                         .filter(SqlMetric.run_uuid.in_(run_ids[i : i + 500]), SqlMetric.key.in_(list(keys))))
-                for run_id, key, value, timestamp, step, is_nan in found:
-                    out[run_id][key].append(Metric(key, float("nan") if is_nan else value, timestamp, step))
+                found = session.execute(sqlalchemy.select(metric.run_uuid, metric.key, metric.step, metric.value, metric.timestamp, metric.is_nan)
+                                        .where(metric.run_uuid.in_(run_ids[i : i + 500]), metric.key.in_(list(keys))))
+                for run_id, key, step, value, timestamp, is_nan in found:
+                    out[run_id][key].append((step, float("nan") if is_nan else value, timestamp))
         return out
 
     def find_run(self, run_id: str):

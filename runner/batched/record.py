@@ -32,6 +32,12 @@ class BatchRecord(RunRecord):
         self.batch_tag, self.shared, self.figures = batch_tag, shared, figures
         self.preset_id: Optional[str] = None
 
+    def on_points(self, done: int, points, times, costs) -> None:
+        """As RunRecord.on_points, the rows made later by the shared writer (StreamView.put_points)."""
+        self.history.extend(points)
+        self.stream.put_points(points, times, costs)
+        self.progress.update(done, points[-1][1] if points else None)
+
     def _create_run(self, tags: dict) -> str:
         return self.preset_id if self.preset_id is not None else super()._create_run(tags)
 
@@ -165,11 +171,30 @@ class StreamView:
         stamps = [round(t * 1000) for t in times] if times is not None else [int(time.time() * 1000)] * len(points)
         self.shared.pending.append((self, [(key, float(v), ts, int(s)) for (s, v), ts in zip(points, stamps)]))
 
+    def put_points(self, points, times, costs) -> None:
+        """The loop's logged points and their costs (RunRecord.on_points: `loss`, then
+        `loss_evals`, `grad_evals` and `evals` on the same steps), kept as they come: the rows
+        are made by the writer (rows_of) rather than on the loop's thread, a thousand jobs a chunk."""
+        if points:
+            self.shared.pending.append((self, (list(points), list(times), list(costs) if costs else None)))
+
     def close(self, timeout: float = 60.0) -> None:
         """Everything put so far is sent (with every other job's: one bulk request) before the
         record goes on to its final metrics and status."""
         self.closed = True
         self.shared.flush()
+
+
+def rows_of(points, times, costs) -> list[tuple]:
+    """The metric rows RunRecord.on_points puts for these points: (key, value, timestamp_ms, step)."""
+    stamps = [round(t * 1000) for t in times]
+    rows = [("loss", float(v), ts, int(s)) for (s, v), ts in zip(points, stamps)]
+    if costs:
+        steps = [int(s) for s, _ in points]
+        rows += [("loss_evals", float(c[0]), ts, s) for s, c, ts in zip(steps, costs, stamps)]
+        rows += [("grad_evals", float(c[1]), ts, s) for s, c, ts in zip(steps, costs, stamps)]
+        rows += [("evals", float(c[0] + c[1]), ts, s) for s, c, ts in zip(steps, costs, stamps)]
+    return rows
 
 
 class BatchStream:
@@ -222,7 +247,7 @@ class BatchStream:
             per_view: dict[StreamView, list] = {}
             while self.pending:
                 view, rows = self.pending.popleft()
-                per_view.setdefault(view, []).extend(rows)
+                per_view.setdefault(view, []).extend(rows if isinstance(rows, list) else rows_of(*rows))
             if not per_view:
                 return
             for view, rows in per_view.items():

@@ -215,19 +215,19 @@ class LocalClient:
         sql = self._sql_store()
         if sql is None:
             return False
-        rows, latest = [], {}
+        rows, latest = [], {}  # rows as (run_uuid, key, value, timestamp, step, is_nan), METRIC_COLUMNS
         for run_id, metrics in points:
             seen = set()
             for key, value, timestamp, step in metrics:
                 is_nan, value = sql.sanitize_metric_value(float(value))
-                row = (key, value, int(timestamp), int(step), is_nan)
+                row = (run_id, key, value, int(timestamp), int(step), is_nan)
                 if row in seen:
                     continue
                 seen.add(row)
-                rows.append({"run_uuid": run_id, "key": key, "value": value, "timestamp": int(timestamp), "step": int(step), "is_nan": is_nan})
+                rows.append(row)
                 newest = latest.get((run_id, key))
-                if newest is None or (step, timestamp, value) > (newest["step"], newest["timestamp"], newest["value"]):
-                    latest[(run_id, key)] = rows[-1]
+                if newest is None or (row[4], row[3], value) > (newest[4], newest[3], newest[2]):
+                    latest[(run_id, key)] = row
         run_ids = sorted({run_id for run_id, _ in points})
         try:
             with sql.ManagedSessionMaker(read_only=False) as session:
@@ -236,7 +236,7 @@ class LocalClient:
                     active = session.query(SqlRun.run_uuid).filter(SqlRun.run_uuid.in_(chunk), SqlRun.lifecycle_stage == LifecycleStage.ACTIVE).count()
                     if active != len(chunk):
                         return False  # MLflow's own log_batch says which run and why
-                session.execute(sqlalchemy.insert(SqlMetric.__table__), rows)
+                _insert_rows(session, SqlMetric.__table__, rows)
                 table = SqlLatestMetric.__table__
                 newer = []  # plain statements: a thousand runs' latest values are tens of thousands of rows
                 for i in range(0, len(run_ids), 500):
@@ -244,16 +244,15 @@ class LocalClient:
                                             .where(table.c.run_uuid.in_(run_ids[i : i + 500])))
                     for run_id, key, step, timestamp, value in found:
                         new = latest.pop((run_id, key), None)
-                        if new is not None and (new["step"], new["timestamp"], new["value"]) > (step, timestamp, value):
-                            newer.append({"b_run": run_id, "b_key": key, "value": new["value"], "step": new["step"],
-                                          "timestamp": new["timestamp"], "is_nan": new["is_nan"]})
+                        if new is not None and (new[4], new[3], new[2]) > (step, timestamp, value):
+                            newer.append({"b_run": run_id, "b_key": key, "value": new[2], "step": new[4], "timestamp": new[3], "is_nan": new[5]})
                 if newer:
                     session.execute(sqlalchemy.update(table).where(table.c.run_uuid == sqlalchemy.bindparam("b_run"), table.c.key == sqlalchemy.bindparam("b_key"))
                                     .values(value=sqlalchemy.bindparam("value"), step=sqlalchemy.bindparam("step"),
                                             timestamp=sqlalchemy.bindparam("timestamp"), is_nan=sqlalchemy.bindparam("is_nan")),
                                     newer)
                 if latest:
-                    session.execute(sqlalchemy.insert(table), list(latest.values()))
+                    _insert_rows(session, table, list(latest.values()))
                 session.commit()
         except Exception as exc:  # a point already in the store: MLflow's log_batch skips it
             if isinstance(exc, sqlalchemy.exc.IntegrityError) or isinstance(exc.__cause__, sqlalchemy.exc.IntegrityError):
@@ -408,6 +407,23 @@ class LocalClient:
 
     def download_artifacts(self, run_id: str, path: str, dst_path: Optional[str] = None):
         return self.mlflow.download_artifacts(run_id, path, dst_path)
+
+
+METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")  # of `metrics` and `latest_metrics`
+
+
+def _insert_rows(session, table, rows: list) -> None:
+    """Metric rows (tuples in METRIC_COLUMNS' order) into `table`; on SQLite straight through its
+    driver's executemany (SQLAlchemy's per-row parameter processing costs more than SQLite's insert)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql(
+            f"INSERT INTO {table.name} ({', '.join(METRIC_COLUMNS)}) VALUES ({', '.join('?' * len(METRIC_COLUMNS))})", rows)
+        return
+    import sqlalchemy
+
+    session.execute(sqlalchemy.insert(table), [dict(zip(METRIC_COLUMNS, r)) for r in rows])
 
 
 def _copy_into(path: str, folder: str) -> None:

@@ -1,10 +1,13 @@
 """The records of a batch's jobs: each job its own RunRecord (runner/run_record.py: the same
 params, tags, result.json, final metrics, figures, status and job folder as a job run alone),
-with two things shared by the batch so that a thousand jobs do not cost a thousand of each:
+with three things shared by the batch so that a thousand jobs do not cost a thousand of each:
 
 - the runs are created in one request to the MLflow helper (`create_runs`);
 - one writer thread sends every job's metric points in bulk (`log_batches`), beats every
-  run's heartbeat together, and appends each job's points to its own metrics.csv.
+  run's heartbeat together, and appends each job's points to its own metrics.csv;
+- the runs are closed together (`close_runs`): every job's final metrics and end tags, its
+  result.json and config.yaml artifacts (`log_artifacts_bulk`) and its status, a request each
+  for the whole batch, no request a job.
 """
 from __future__ import annotations
 

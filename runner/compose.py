@@ -39,9 +39,11 @@ class Experiment:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build(cfg: DictConfig, problem=None) -> Experiment:
+def build(cfg: DictConfig, problem=None, seed_global: bool = True) -> Experiment:
     """`problem`: an adapter.ProblemHooks already built from this very `problem` config (the jobs of
-    a batched sweep share one: runner/batched); else it is built here."""
+    a batched sweep share one: runner/batched); else it is built here. `seed_global=False`: leave
+    torch's global generator alone (a batched sweep's jobs after its first: their programs are
+    made later, together; seeding costs milliseconds a call, torch queueing the other devices')."""
     import torch
 
     from runner.adapter import ProblemHooks, injected_arguments
@@ -63,7 +65,8 @@ def build(cfg: DictConfig, problem=None) -> Experiment:
     needs = optim_needs.of(optim_factory, optim_name, optim_kwargs)  # an option may turn elementwise off
     # lstsq asks for the problem; an optimiser with a built-in schedule (Ranger21) for the run's length
     optim_kwargs_all = {**optim_kwargs, **injected_arguments("optim", optim_factory, problem=problem.plugin, total_steps=trainer["steps"])}
-    torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
+    if seed_global:
+        torch.manual_seed(trainer["seed"])  # for plugins that draw from the global generator
 
     def make_optimizer(leaves):
         return _construct(optim_factory, "optim", optim_name, leaves, **optim_kwargs_all)
@@ -122,7 +125,13 @@ def _plugin(kind: str, node: Optional[DictConfig]):
     if "_broken_" in node:  # configs.register could not load it: say why (registry's message names it)
         why = str(node["_broken_"])
         raise UserError(why if why.startswith(f"The {kind} plugin '{name}'") else f"The {kind} plugin '{name}' could not be loaded: {why}")
-    return name, registry.get(kind, name).load()
+    plugin = registry.get(kind, name)
+    if plugin not in _loaded:  # imported and checked against the contract once a process (a batched sweep builds a thousand jobs)
+        _loaded[plugin] = plugin.load()
+    return name, _loaded[plugin]
+
+
+_loaded: dict = {}  # registry.Plugin -> its factory, loaded (a failed load is not kept: it raises again)
 
 
 def _construct(factory, kind: str, name: str, *args, **kwargs):

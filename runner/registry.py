@@ -237,7 +237,19 @@ def unknown_name_message(kind: str, name: str) -> str:
 
 
 def distribution_tags(selected: dict[str, str]) -> dict[str, str]:
-    """{kind: name} of a run -> {"KIND_distribution": "DIST VERSION"}: what the run used."""
+    """{kind: name} of a run -> {"KIND_distribution": "DIST VERSION"}: what the run used. Read
+    once per selection and process (reading a distribution's metadata costs milliseconds: a
+    thousand jobs of a batched sweep ask for the same)."""
+    key = tuple(sorted(selected.items()))
+    if key not in _distribution_tags:
+        _distribution_tags[key] = _read_distribution_tags(selected)
+    return dict(_distribution_tags[key])
+
+
+_distribution_tags: dict[tuple, dict[str, str]] = {}
+
+
+def _read_distribution_tags(selected: dict[str, str]) -> dict[str, str]:
     tags = {}
     for kind, name in selected.items():
         try:

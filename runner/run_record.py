@@ -14,13 +14,11 @@ import sys
 import traceback
 from typing import Optional
 
-from omegaconf import OmegaConf
-
 from runner import outcome, registry, signals
 from runner.console import Progress, summary
 from runner.figures import draw_run_figures
 from runner.job_folder import JobFolder
-from runner.record_io import StoreLink, flatten, now_ms, write_local
+from runner.record_io import StoreLink, config_yaml, flatten, now_ms, write_local
 from runner.store.stream import MetricStream
 
 
@@ -60,7 +58,7 @@ class RunRecord:
             items = list(self.params.items())
             for i in range(0, len(items), 100):  # sent without waiting: recorded while the loop runs
                 self.link.call(self.client.log_batch, self.run_id, params=items[i : i + 100], wait=False)
-            write_local(out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True), self.folder)
+            write_local(out / "config.yaml", config_yaml(self.cfg), self.folder)
         except BaseException:
             if not self.__exit__(*sys.exc_info()):
                 raise

@@ -22,7 +22,20 @@ RESERVED = frozenset({"_name_", "_broken_"})
 
 
 def config_parameters(factory: Any) -> dict[str, inspect.Parameter]:
-    """The keyword arguments of `factory` that a user can set from the config."""
+    """The keyword arguments of `factory` that a user can set from the config (read once per
+    factory and process: a batched sweep checks a thousand jobs' arguments against one)."""
+    try:
+        if factory not in _parameters:
+            _parameters[factory] = _read_parameters(factory)
+        return dict(_parameters[factory])
+    except TypeError:  # an unhashable callable: read every time
+        return _read_parameters(factory)
+
+
+_parameters: dict = {}
+
+
+def _read_parameters(factory: Any) -> dict[str, inspect.Parameter]:
     target = factory.__init__ if isinstance(factory, type) and "__signature__" not in vars(factory) else factory
     try:
         sig = inspect.signature(target)

@@ -32,7 +32,7 @@ def leaderboard(client, info: dict) -> list[dict]:
     from runner.report import collect
     from runner.report.leaderboard import job_ranking
 
-    return job_ranking(collect.search(client, info["experiment_id"], collect.children_of(info["run_id"])))
+    return job_ranking(collect.children(client, info["experiment_id"], info["run_id"]))
 
 
 def _record_best(client, run_id: str, rows: list[dict]) -> None:
@@ -76,7 +76,7 @@ def _plot_curves(client, rows: list[dict], path: Path) -> None:
     from runner.report import collect
     from runner.report.sweep_figures import job_curves
 
-    job_curves(rows, {r["run_id"]: collect.loss_points(client, r["run_id"]) for r in rows}, path)
+    job_curves(rows, collect.loss_curves(client, [r["run_id"] for r in rows]), path)
 
 
 def console_summary(info: dict, rows: list[dict], interrupted: bool, problems: Optional[list[str]] = None) -> str:

@@ -129,7 +129,7 @@ class BatchedSweep:
                     cfg = derive(task_base, values, overrides[position], initial_job_idx + position)
                     if _plain(cfg.problem) != problem_node:  # an interpolation made it differ
                         continue
-                    exp = compose.build(cfg, problem=base_exp.problem)
+                    exp = compose.build(cfg, problem=base_exp.problem, seed_global=False)
                 except Exception:  # refused input: the basic path records it as that job's failure
                     continue
                 if same_program(base_exp, exp):
@@ -178,7 +178,7 @@ class BatchedSweep:
         uri = parent.uri if parent else task.store_uri(jobs[0].cfg, JobContext(Path(".")))
         client = store.connect(uri)
         experiment_id = task._open_experiment(client, uri, jobs[0].cfg.tracking.experiment)
-        contexts = [JobContext(self._output_dir(base, j), True, j.num, tuple(j.overrides), parent) for j in jobs]
+        contexts = [JobContext(out, True, j.num, tuple(j.overrides), parent) for j, out in zip(jobs, self._output_dirs(base, jobs))]
         for j, ctx in zip(jobs, contexts):
             ctx.output_dir.mkdir(parents=True, exist_ok=True)
             _write_hydra_files(ctx.output_dir, j)
@@ -239,6 +239,16 @@ class BatchedSweep:
         for j, r in zip(jobs, records):
             value = r.loop.final_loss if r.loop is not None and r.status == "FINISHED" else math.nan
             returns[j.position] = _job_return(j, value)
+
+    def _output_dirs(self, base: DictConfig, jobs: list[Prepared]) -> list[Path]:
+        """Each job's hydra.sweep.dir/subdir as Hydra resolves it for the job. With this
+        project's `subdir: ${hydra.job.num}` (and a dir that does not depend on the job) that
+        is the job's number under the one sweep dir, without resolving the config job by job."""
+        raw = OmegaConf.to_container(base.hydra.sweep, resolve=False)
+        if raw.get("subdir") == "${hydra.job.num}" and "hydra.job" not in str(raw.get("dir")):
+            top = str(OmegaConf.select(base, "hydra.sweep.dir"))
+            return [Path(os.path.abspath(os.path.join(top, str(j.num)))) for j in jobs]
+        return [self._output_dir(base, j) for j in jobs]
 
     def _output_dir(self, base: DictConfig, job: Prepared) -> Path:
         with read_write(base.hydra), open_dict(base.hydra):
@@ -338,10 +348,15 @@ def _plain(node) -> Any:
 
 def _write_hydra_files(out: Path, job: Prepared) -> None:
     """The job folder's `.hydra/overrides.yaml`, as Hydra writes it for a job it runs."""
+    import yaml
+    from omegaconf._utils import get_omega_conf_dumper
+
     try:
         folder = out / ".hydra"
         folder.mkdir(exist_ok=True)
-        (folder / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(job.overrides))))
+        # OmegaConf.to_yaml(OmegaConf.create(overrides))'s text, without making a config of them first
+        (folder / "overrides.yaml").write_text(yaml.dump(list(job.overrides), default_flow_style=False, allow_unicode=True, sort_keys=False,
+                                                         Dumper=get_omega_conf_dumper()))
     except OSError:
         pass  # best-effort, like every job-folder file: the record says what could not be written
 

@@ -46,10 +46,17 @@ def group(job_overrides: list[list[str]]) -> list[Group]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
+    parsed: dict[str, Any] = {}  # each distinct override parsed once: a 10 x 100 grid has 110 of them, not 2000
+
+    def parse(text: str):
+        if text not in parsed:
+            parsed[text] = parser.parse_overrides([text])[0]
+        return parsed[text]
+
     groups: dict[tuple[str, ...], Group] = {}
     for position, overrides in enumerate(job_overrides):
         shared, values = [], {}
-        for o in parser.parse_overrides(list(overrides)):
+        for o in map(parse, overrides):
             if on_axis(o) and o.key_or_group not in values:
                 values[o.key_or_group] = o.value()
             else:

@@ -1,10 +1,13 @@
 """The records of a batch's jobs: each job its own RunRecord (runner/run_record.py: the same
 params, tags, result.json, final metrics, figures, status and job folder as a job run alone),
-with two things shared by the batch so that a thousand jobs do not cost a thousand of each:
+with three things shared by the batch so that a thousand jobs do not cost a thousand of each:
 
 - the runs are created in one request to the MLflow helper (`create_runs`);
 - one writer thread sends every job's metric points in bulk (`log_batches`), beats every
-  run's heartbeat together, and appends each job's points to its own metrics.csv.
+  run's heartbeat together, and appends each job's points to its own metrics.csv;
+- the runs are closed together (`close_runs`): every job's final metrics and end tags, its
+  result.json and config.yaml artifacts (`log_artifacts_bulk`) and its status, a request each
+  for the whole batch, no request a job.
 """
 from __future__ import annotations
 
@@ -32,6 +35,12 @@ class BatchRecord(RunRecord):
         self.batch_tag, self.shared, self.figures = batch_tag, shared, figures
         self.preset_id: Optional[str] = None
 
+    def on_points(self, done: int, points, times, costs) -> None:
+        """As RunRecord.on_points, the rows made later by the shared writer (StreamView.put_points)."""
+        self.history.extend(points)
+        self.stream.put_points(points, times, costs)
+        self.progress.update(done, points[-1][1] if points else None)
+
     def _create_run(self, tags: dict) -> str:
         return self.preset_id if self.preset_id is not None else super()._create_run(tags)
 
@@ -46,15 +55,16 @@ class BatchRecord(RunRecord):
             return super()._send_artifacts()
         out, send = self.ctx.output_dir, self.cfg.tracking.artifacts  # result.json and config.yaml, no figures
         artifacts = [p for p in (out / "result.json", out / "config.yaml") if p.exists()] if send else []
-        for path in artifacts:
-            self.link.call(self.client.log_artifact, self.run_id, str(path), wait=False)
+        if artifacts and self.link.failed is None:  # sent with every job's, in one request (close_runs)
+            self.shared.artifacts.append((self.run_id, [str(p) for p in artifacts]))
         return artifacts
 
     def run_tags(self) -> dict[str, str]:
-        tags = {**super().run_tags(), "batch": self.batch_tag}
-        if not self.figures:
-            tags["figures_note"] = "not drawn: a large batch (hydra.launcher.figures=true draws each job's)"
-        return tags
+        if getattr(self, "_tags", None) is None:  # asked by create_runs, then by __enter__: made once
+            self._tags = {**super().run_tags(), "batch": self.batch_tag}
+            if not self.figures:
+                self._tags["figures_note"] = "not drawn: a large batch (hydra.launcher.figures=true draws each job's)"
+        return dict(self._tags)
 
 
 def create_runs(client, experiment_id: str, records: list[BatchRecord]) -> None:
@@ -95,13 +105,15 @@ class DeferredClose(StoreLink):
 
     def close(self, status: str) -> bool:
         self.shared.statuses.append((self.run_id, status))
-        # A waited request, as a job alone makes with its status: the helper's answers to the
-        # requests sent without waiting (artifacts) are read, so they never fill the socket and
-        # stall the helper (seen with ~250 jobs: the helper blocked sending, the batch sending).
-        try:
-            self.client.wait()
-        except Exception as exc:
-            self.failed = self.failed or exc
+        # No request of its own: the status goes with the batch's (close_runs). Answers to the
+        # requests sent without waiting (a job's figures) are read once many are due, so they
+        # never fill the socket and stall the helper (seen with ~250 jobs: the helper blocked
+        # sending, the batch sending).
+        if getattr(self.client, "unanswered", 0) > 100:
+            try:
+                self.client.wait()
+            except Exception as exc:
+                self.failed = self.failed or exc
         return self.failed is None
 
 
@@ -113,11 +125,14 @@ def close_runs(client, records: list) -> Optional[BaseException]:
         return None
     shared = records[0].shared
     deferred, shared.deferred = shared.deferred, []
+    artifacts, shared.artifacts = shared.artifacts, []
     done, shared.statuses = shared.statuses, []
     failure = None
     try:
         if deferred:
             client.log_batches(deferred)
+        if artifacts:
+            client.log_artifacts_bulk(artifacts)
     except Exception as exc:  # the store is gone: each job folder keeps its record for sync
         failure = exc
         for r in records:
@@ -159,11 +174,30 @@ class StreamView:
         stamps = [round(t * 1000) for t in times] if times is not None else [int(time.time() * 1000)] * len(points)
         self.shared.pending.append((self, [(key, float(v), ts, int(s)) for (s, v), ts in zip(points, stamps)]))
 
+    def put_points(self, points, times, costs) -> None:
+        """The loop's logged points and their costs (RunRecord.on_points: `loss`, then
+        `loss_evals`, `grad_evals` and `evals` on the same steps), kept as they come: the rows
+        are made by the writer (rows_of) rather than on the loop's thread, a thousand jobs a chunk."""
+        if points:
+            self.shared.pending.append((self, (list(points), list(times), list(costs) if costs else None)))
+
     def close(self, timeout: float = 60.0) -> None:
         """Everything put so far is sent (with every other job's: one bulk request) before the
         record goes on to its final metrics and status."""
         self.closed = True
         self.shared.flush()
+
+
+def rows_of(points, times, costs) -> list[tuple]:
+    """The metric rows RunRecord.on_points puts for these points: (key, value, timestamp_ms, step)."""
+    stamps = [round(t * 1000) for t in times]
+    rows = [("loss", float(v), ts, int(s)) for (s, v), ts in zip(points, stamps)]
+    if costs:
+        steps = [int(s) for s, _ in points]
+        rows += [("loss_evals", float(c[0]), ts, s) for s, c, ts in zip(steps, costs, stamps)]
+        rows += [("grad_evals", float(c[1]), ts, s) for s, c, ts in zip(steps, costs, stamps)]
+        rows += [("evals", float(c[0] + c[1]), ts, s) for s, c, ts in zip(steps, costs, stamps)]
+    return rows
 
 
 class BatchStream:
@@ -173,6 +207,7 @@ class BatchStream:
         self.views: list[StreamView] = []
         self.statuses: list[tuple[str, str]] = []  # (run_id, status) of closed records: close_runs sets them
         self.deferred: list[tuple] = []  # log_batch requests of the records, sent in bulk by close_runs
+        self.artifacts: list[tuple[str, list[str]]] = []  # (run_id, files) of the records, sent in bulk by close_runs
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -215,7 +250,7 @@ class BatchStream:
             per_view: dict[StreamView, list] = {}
             while self.pending:
                 view, rows = self.pending.popleft()
-                per_view.setdefault(view, []).extend(rows)
+                per_view.setdefault(view, []).extend(rows if isinstance(rows, list) else rows_of(*rows))
             if not per_view:
                 return
             for view, rows in per_view.items():

@@ -99,6 +99,14 @@ def search(client, experiment_id: str, query: str = "") -> list[RunData]:
     return [_run_data(r) for r in found]
 
 
+def children(client, experiment_id: str, parent_run_id: str) -> list[RunData]:
+    """The jobs of a sweep, oldest first, without loss histories: read in bulk where the client
+    can (a thousand children of a batched sweep), else through search."""
+    if hasattr(client, "runs_of_parent"):
+        return [_run_data(r) for r in client.runs_of_parent(experiment_id, parent_run_id)]
+    return search(client, experiment_id, children_of(parent_run_id))
+
+
 def _run_data(run) -> RunData:
     from runner.store.uri import unclip
 
@@ -133,7 +141,7 @@ def _int(value, default: int) -> int:
 def comparable_runs(client, experiment_id: str, parent_run_id: Optional[str] = None) -> tuple[list[RunData], list[str]]:
     """The runs to compare, with their loss histories; and notes on what was left out."""
     runs, running, reused = [], 0, 0
-    for run in search(client, experiment_id, children_of(parent_run_id) if parent_run_id else ""):
+    for run in (children(client, experiment_id, parent_run_id) if parent_run_id else search(client, experiment_id)):
         if run.tags.get("sweep") == "true":
             continue  # a sweep's parent: its children are the runs
         if run.status in ("RUNNING", "SCHEDULED"):
@@ -151,8 +159,7 @@ def comparable_runs(client, experiment_id: str, parent_run_id: Optional[str] = N
         notes.append(f"{running} run(s) still RUNNING were left out (see `python -m runner reap` for dead ones).")
     if reused:
         notes.append(f"{reused} reused run(s) (tracking.skip_finished) were counted once, as their originals.")
-    for run in runs:
-        _load_history(client, run)
+    _load_histories(client, runs)
     return runs, notes
 
 
@@ -163,19 +170,45 @@ def _as_reused(reusing: RunData, original: RunData) -> RunData:
     return original
 
 
+HISTORY_KEYS = ("loss", "evals", "loss_q10", "loss_q90")  # a run's loss, its cost axis, a replicas run's band
+
+
+def _histories(client, run_ids: list[str], keys=HISTORY_KEYS) -> dict[str, dict[str, list]]:
+    """{run_id: {key: [(step, value, timestamp_ms)]}}: in bulk where the client can, else run by run."""
+    if hasattr(client, "metric_histories"):
+        return client.metric_histories(list(run_ids), list(keys))
+    return {run_id: {key: [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)] for key in keys}
+            for run_id in run_ids}
+
+
+def _load_histories(client, runs: list[RunData]) -> None:
+    found = _histories(client, [r.run_id for r in runs])
+    for run in runs:
+        _set_history(run, found.get(run.run_id, {}))
+
+
 def _load_history(client, run: RunData) -> None:
-    points = sorted((m.step, m.value, m.timestamp) for m in client.get_metric_history(run.run_id, "loss"))
+    _set_history(run, _histories(client, [run.run_id])[run.run_id])
+
+
+def _set_history(run: RunData, metrics: dict[str, list]) -> None:
+    points = sorted(metrics.get("loss", ()))
     origin = run.started_at if run.started_at is not None else (points[0][2] / 1000 if points else 0.0)
     run.history = [(s, v, max(ts / 1000 - origin, 0.0)) for s, v, ts in points]
-    run.evals = {m.step: m.value for m in client.get_metric_history(run.run_id, "evals")}  # none before they were counted
+    run.evals = {s: v for s, v, _ in metrics.get("evals", ())}  # none before they were counted
     if run.replicas > 1:
         for key in ("loss_q10", "loss_q90"):
-            run.bands[key] = {m.step: m.value for m in client.get_metric_history(run.run_id, key)}
+            run.bands[key] = {s: v for s, v, _ in metrics.get(key, ())}
 
 
 def loss_points(client, run_id: str) -> list[tuple[int, float]]:
     """A run's loss history as (step, loss), in step order."""
     return sorted((p.step, p.value) for p in client.get_metric_history(run_id, "loss"))
+
+
+def loss_curves(client, run_ids: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """{run_id: its loss history as (step, loss), in step order}, read in bulk where the client can."""
+    return {run_id: [(s, v) for s, v, _ in sorted(found.get("loss", ()))] for run_id, found in _histories(client, run_ids, ("loss",)).items()}
 
 
 def results(client, run_ids: list[str]) -> dict[str, dict]:

@@ -40,6 +40,9 @@ class TrackingClient(Protocol):
 
     def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None: ...
 
+    def log_artifacts_bulk(self, items: list[tuple[str, list[str]]]) -> None:
+        """Many runs' files at once: [(run_id, [paths])], each as log_artifact (runner/batched)."""
+
     def set_terminated(self, run_id: str, status: str) -> None:
         """FINISHED, FAILED or KILLED; answered after every request sent before it."""
 

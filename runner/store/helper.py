@@ -127,6 +127,15 @@ class HelperClient:
     def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None:
         self._call("log_artifact", run_id, path, wait=wait)
 
+    def log_artifacts_bulk(self, items: list[tuple[str, list[str]]], wait: bool = True) -> None:
+        """Many runs' files in one request: [(run_id, [paths])], each as log_artifact (a batch of sweep jobs)."""
+        self._call("log_artifacts_bulk", [(r, [str(p) for p in paths]) for r, paths in items], wait=wait)
+
+    @property
+    def unanswered(self) -> int:
+        """Requests sent without waiting whose answers are still to be read."""
+        return len(self._unanswered)
+
     def set_terminated(self, run_id: str, status: str) -> None:
         self._call("set_terminated", run_id, status)
 
@@ -189,7 +198,7 @@ def helper_for(uri: str) -> HelperClient:
 
 
 # -- the helper's side ----------------------------------------------------------------------------
-SERVED = ("open_experiment", "create_run", "create_runs", "log_batch", "log_batches", "set_terminated_runs", "set_tag", "log_artifact", "set_terminated",
+SERVED = ("open_experiment", "create_run", "create_runs", "log_batch", "log_batches", "set_terminated_runs", "set_tag", "log_artifact", "log_artifacts_bulk", "set_terminated",
           "finished_run", "draw_loss_curve", "wait")
 
 

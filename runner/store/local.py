@@ -138,21 +138,27 @@ class LocalClient:
         sql._check_experiment_is_active(experiment)
         from mlflow.store.tracking.dbmodels.models import SqlParam
 
-        ids, rows = [], []
-        for name, tags, *params in runs:
+        import sqlalchemy
+
+        ids, runs_rows, tag_rows, param_rows = [], [], [], []
+        now = get_current_time_millis()
+        for name, tags, *params in runs:  # the rows MLflow's create_run and log_batch write, as plain inserts
             run_id = uuid.uuid4().hex
             ids.append(run_id)
             tags = {**tags, MLFLOW_RUN_NAME: name}
-            run = SqlRun(name=name, artifact_uri=append_to_uri_path(experiment.artifact_location, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
-                         run_uuid=run_id, experiment_id=experiment_id, source_type=SourceType.to_string(SourceType.UNKNOWN),
-                         source_name="", entry_point_name="", user_id=tags.get(MLFLOW_USER, "unknown"),
-                         status=RunStatus.to_string(RunStatus.RUNNING), start_time=get_current_time_millis(), end_time=None,
-                         deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE)
-            run.tags = [SqlTag(key=k, value=str(v)) for k, v in tags.items()]
-            run.params = [SqlParam(key=k, value=str(v)) for k, v in (params[0] if params else [])]
-            rows.append(run)
+            runs_rows.append(dict(name=name, artifact_uri=append_to_uri_path(experiment.artifact_location, run_id, SqlAlchemyStore.ARTIFACTS_FOLDER_NAME),
+                                  run_uuid=run_id, experiment_id=int(experiment_id), source_type=SourceType.to_string(SourceType.UNKNOWN),
+                                  source_name="", entry_point_name="", user_id=tags.get(MLFLOW_USER, "unknown"),
+                                  status=RunStatus.to_string(RunStatus.RUNNING), start_time=now, end_time=None,
+                                  deleted_time=None, source_version="", lifecycle_stage=LifecycleStage.ACTIVE))
+            tag_rows += [{"run_uuid": run_id, "key": k, "value": str(v)} for k, v in tags.items()]
+            param_rows += [{"run_uuid": run_id, "key": k, "value": str(v)} for k, v in dict(params[0] if params else []).items()]
         with sql.ManagedSessionMaker(read_only=False) as session:
-            session.add_all(rows)
+            session.execute(sqlalchemy.insert(SqlRun.__table__), runs_rows)
+            if tag_rows:
+                session.execute(sqlalchemy.insert(SqlTag.__table__), tag_rows)
+            if param_rows:
+                session.execute(sqlalchemy.insert(SqlParam.__table__), param_rows)
             session.commit()
         return ids
 
@@ -183,10 +189,15 @@ class LocalClient:
         if sql is None:
             return False
         latest = {(run_id, k): str(v) for run_id, tags in tagged for k, v in tags}
+        by_key: dict[str, list[str]] = {}
+        for run_id, key in latest:
+            by_key.setdefault(key, []).append(run_id)
+        table = SqlTag.__table__
         with sql.ManagedSessionMaker(read_only=False) as session:
-            for (run_id, key) in latest:
-                session.execute(sqlalchemy.delete(SqlTag.__table__).where(SqlTag.run_uuid == run_id, SqlTag.key == key))
-            session.execute(sqlalchemy.insert(SqlTag.__table__), [{"run_uuid": r, "key": k, "value": v} for (r, k), v in latest.items()])
+            for key, run_ids in by_key.items():  # a key's old values, 500 runs a statement
+                for i in range(0, len(run_ids), 500):
+                    session.execute(sqlalchemy.delete(table).where(table.c.key == key, table.c.run_uuid.in_(run_ids[i : i + 500])))
+            session.execute(sqlalchemy.insert(table), [{"run_uuid": r, "key": k, "value": v} for (r, k), v in latest.items()])
             session.commit()
         return True
 
@@ -204,19 +215,19 @@ class LocalClient:
         sql = self._sql_store()
         if sql is None:
             return False
-        rows, latest = [], {}
+        rows, latest = [], {}  # rows as (run_uuid, key, value, timestamp, step, is_nan), METRIC_COLUMNS
         for run_id, metrics in points:
             seen = set()
             for key, value, timestamp, step in metrics:
                 is_nan, value = sql.sanitize_metric_value(float(value))
-                row = (key, value, int(timestamp), int(step), is_nan)
+                row = (run_id, key, value, int(timestamp), int(step), is_nan)
                 if row in seen:
                     continue
                 seen.add(row)
-                rows.append({"run_uuid": run_id, "key": key, "value": value, "timestamp": int(timestamp), "step": int(step), "is_nan": is_nan})
+                rows.append(row)
                 newest = latest.get((run_id, key))
-                if newest is None or (step, timestamp, value) > (newest["step"], newest["timestamp"], newest["value"]):
-                    latest[(run_id, key)] = rows[-1]
+                if newest is None or (row[4], row[3], value) > (newest[4], newest[3], newest[2]):
+                    latest[(run_id, key)] = row
         run_ids = sorted({run_id for run_id, _ in points})
         try:
             with sql.ManagedSessionMaker(read_only=False) as session:
@@ -225,13 +236,23 @@ class LocalClient:
                     active = session.query(SqlRun.run_uuid).filter(SqlRun.run_uuid.in_(chunk), SqlRun.lifecycle_stage == LifecycleStage.ACTIVE).count()
                     if active != len(chunk):
                         return False  # MLflow's own log_batch says which run and why
-                session.execute(sqlalchemy.insert(SqlMetric.__table__), rows)
+                _insert_rows(session, SqlMetric.__table__, rows)
+                table = SqlLatestMetric.__table__
+                newer = []  # plain statements: a thousand runs' latest values are tens of thousands of rows
                 for i in range(0, len(run_ids), 500):
-                    for old in session.query(SqlLatestMetric).filter(SqlLatestMetric.run_uuid.in_(run_ids[i : i + 500])).all():
-                        new = latest.pop((old.run_uuid, old.key), None)
-                        if new is not None and (new["step"], new["timestamp"], new["value"]) > (old.step, old.timestamp, old.value):
-                            old.value, old.step, old.timestamp, old.is_nan = new["value"], new["step"], new["timestamp"], new["is_nan"]
-                session.add_all([SqlLatestMetric(**new) for new in latest.values()])
+                    found = session.execute(sqlalchemy.select(table.c.run_uuid, table.c.key, table.c.step, table.c.timestamp, table.c.value)
+                                            .where(table.c.run_uuid.in_(run_ids[i : i + 500])))
+                    for run_id, key, step, timestamp, value in found:
+                        new = latest.pop((run_id, key), None)
+                        if new is not None and (new[4], new[3], new[2]) > (step, timestamp, value):
+                            newer.append({"b_run": run_id, "b_key": key, "value": new[2], "step": new[4], "timestamp": new[3], "is_nan": new[5]})
+                if newer:
+                    session.execute(sqlalchemy.update(table).where(table.c.run_uuid == sqlalchemy.bindparam("b_run"), table.c.key == sqlalchemy.bindparam("b_key"))
+                                    .values(value=sqlalchemy.bindparam("value"), step=sqlalchemy.bindparam("step"),
+                                            timestamp=sqlalchemy.bindparam("timestamp"), is_nan=sqlalchemy.bindparam("is_nan")),
+                                    newer)
+                if latest:
+                    _insert_rows(session, table, list(latest.values()))
                 session.commit()
         except Exception as exc:  # a point already in the store: MLflow's log_batch skips it
             if isinstance(exc, sqlalchemy.exc.IntegrityError) or isinstance(exc.__cause__, sqlalchemy.exc.IntegrityError):
@@ -241,6 +262,42 @@ class LocalClient:
 
     def log_artifact(self, run_id: str, path: str, wait: bool = True) -> None:
         self.mlflow.log_artifact(run_id, path)
+
+    def log_artifacts_bulk(self, items: list, wait: bool = True) -> None:
+        """[(run_id, [file paths])]: each file logged as log_artifact logs it, for many runs in one
+        request. Where a run's artifact store is a local folder (MLflow's default next to a
+        SQLite store) the files are copied straight into it, as MLflow's local repository does
+        (a temporary file, then an atomic rename); any other store, file by file through MLflow."""
+        local = self._local_artifact_dirs([run_id for run_id, _ in items])
+        for run_id, paths in items:
+            folder = local.get(run_id)
+            for path in paths:
+                if folder is None:
+                    self.mlflow.log_artifact(run_id, path)
+                else:
+                    _copy_into(path, folder)
+
+    def _local_artifact_dirs(self, run_ids: list) -> dict:
+        """{run_id: its artifact folder} for the runs of a SQL store whose artifact URI is a
+        local path; the others are left out (they go through MLflow)."""
+        sql = self._sql_store()
+        if sql is None or not run_ids:
+            return {}
+        from urllib.parse import urlparse
+
+        from mlflow.store.tracking.dbmodels.models import SqlRun
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        out = {}
+        with sql.ManagedSessionMaker() as session:
+            for i in range(0, len(run_ids), 500):
+                for run_id, uri in session.query(SqlRun.run_uuid, SqlRun.artifact_uri).filter(SqlRun.run_uuid.in_(run_ids[i : i + 500])):
+                    scheme = urlparse(uri or "").scheme
+                    if uri and scheme == "file":
+                        out[run_id] = local_file_uri_to_path(uri)
+                    elif uri and scheme == "" and Path(uri).is_absolute():
+                        out[run_id] = uri
+        return out
 
     def log_artifacts(self, run_id: str, folder: str, artifact_path: Optional[str] = None) -> None:
         self.mlflow.log_artifacts(run_id, folder, artifact_path)
@@ -262,6 +319,65 @@ class LocalClient:
         """Every call here is done when it returns."""
 
     # -- reads: MLflow's entities, for sweeps, sync, reap and reports -----------------------------
+    def runs_of_parent(self, experiment_id: str, parent_run_id: str) -> list:
+        """The active runs of an experiment whose parent is `parent_run_id`, oldest first, as
+        search_runs returns them (info, params, tags, latest metrics); on a SQL store read in a
+        few plain queries for all of them, rather than MLflow's search (a thousand children of a sweep)."""
+        sql = self._sql_store()
+        if sql is None:
+            return self.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent_run_id}'", order_by=["attributes.start_time ASC"])
+        import sqlalchemy
+        from mlflow.entities import LifecycleStage, Metric, Param, Run, RunData, RunInfo, RunTag
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
+
+        run, tag, param, latest = (m.__table__.c for m in (SqlRun, SqlTag, SqlParam, SqlLatestMetric))
+        with sql.ManagedSessionMaker() as session:
+            runs = session.execute(
+                sqlalchemy.select(run.run_uuid, run.name, run.experiment_id, run.user_id, run.status, run.start_time, run.end_time,
+                                  run.lifecycle_stage, run.artifact_uri)
+                .join(SqlTag.__table__, tag.run_uuid == run.run_uuid)
+                .where(tag.key == "mlflow.parentRunId", tag.value == parent_run_id, run.experiment_id == int(experiment_id),
+                       run.lifecycle_stage == LifecycleStage.ACTIVE)
+                .order_by(run.start_time, run.run_uuid)).all()
+            ids = [r[0] for r in runs]
+            tags, params, metrics = ({i: [] for i in ids} for _ in range(3))
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                for run_id, key, value in session.execute(sqlalchemy.select(tag.run_uuid, tag.key, tag.value).where(tag.run_uuid.in_(chunk))):
+                    tags[run_id].append(RunTag(key, value))
+                for run_id, key, value in session.execute(sqlalchemy.select(param.run_uuid, param.key, param.value).where(param.run_uuid.in_(chunk))):
+                    params[run_id].append(Param(key, value))
+                found = session.execute(sqlalchemy.select(latest.run_uuid, latest.key, latest.value, latest.timestamp, latest.step, latest.is_nan)
+                                        .where(latest.run_uuid.in_(chunk)))
+                for run_id, key, value, timestamp, step, is_nan in found:
+                    metrics[run_id].append(Metric(key, float("nan") if is_nan else value, timestamp, step))
+        out = []
+        for run_id, name, exp_id, user_id, status, start_time, end_time, stage, artifact_uri in runs:
+            info = RunInfo(run_id=run_id, run_name=name, experiment_id=str(exp_id), user_id=user_id, status=status,
+                           start_time=start_time, end_time=end_time, lifecycle_stage=stage, artifact_uri=artifact_uri)
+            out.append(Run(run_info=info, run_data=RunData(metrics=metrics[run_id], params=params[run_id], tags=tags[run_id])))
+        return out
+
+    def metric_histories(self, run_ids: list, keys: list) -> dict:
+        """{run_id: {key: [(step, value, timestamp_ms)]}} for each key of `keys`: get_metric_history
+        of many runs, on a SQL store in one plain query per 500 runs."""
+        sql = self._sql_store()
+        if sql is None:
+            return {run_id: {key: [(m.step, m.value, m.timestamp) for m in self.get_metric_history(run_id, key)] for key in keys}
+                    for run_id in run_ids}
+        import sqlalchemy
+        from mlflow.store.tracking.dbmodels.models import SqlMetric
+
+        metric = SqlMetric.__table__.c
+        out: dict = {run_id: {key: [] for key in keys} for run_id in run_ids}
+        with sql.ManagedSessionMaker() as session:
+            for i in range(0, len(run_ids), 500):
+                found = session.execute(sqlalchemy.select(metric.run_uuid, metric.key, metric.step, metric.value, metric.timestamp, metric.is_nan)
+                                        .where(metric.run_uuid.in_(run_ids[i : i + 500]), metric.key.in_(list(keys))))
+                for run_id, key, step, value, timestamp, is_nan in found:
+                    out[run_id][key].append((step, float("nan") if is_nan else value, timestamp))
+        return out
+
     def find_run(self, run_id: str):
         """The run, or None when the store does not hold it."""
         from mlflow.exceptions import MlflowException
@@ -291,6 +407,44 @@ class LocalClient:
 
     def download_artifacts(self, run_id: str, path: str, dst_path: Optional[str] = None):
         return self.mlflow.download_artifacts(run_id, path, dst_path)
+
+
+METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")  # of `metrics` and `latest_metrics`
+
+
+def _insert_rows(session, table, rows: list) -> None:
+    """Metric rows (tuples in METRIC_COLUMNS' order) into `table`; on SQLite straight through its
+    driver's executemany (SQLAlchemy's per-row parameter processing costs more than SQLite's insert)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        session.connection().exec_driver_sql(
+            f"INSERT INTO {table.name} ({', '.join(METRIC_COLUMNS)}) VALUES ({', '.join('?' * len(METRIC_COLUMNS))})", rows)
+        return
+    import sqlalchemy
+
+    session.execute(sqlalchemy.insert(table), [dict(zip(METRIC_COLUMNS, r)) for r in rows])
+
+
+def _copy_into(path: str, folder: str) -> None:
+    """One file into an artifact folder as MLflow's local artifact repository writes it."""
+    import os
+    import shutil
+    import tempfile
+
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".artifact.uploading.")  # MLflow's own prefix for a file on its way
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            shutil.copyfileobj(src, out)
+        shutil.copystat(path, tmp)
+        os.replace(tmp, os.path.join(folder, os.path.basename(path)))
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 _clients: dict[str, LocalClient] = {}  # private: one per store and process (a client costs ~0.1 s)

@@ -84,7 +84,7 @@ class RunRecord:
 
     def _open_stream(self, history_file):
         """Where the metric points go: a stream of this run's own (a batch shares one writer)."""
-        return MetricStream(self.client, self.run_id, history_file)
+        return MetricStream(self.client, self.run_id, history_file, uri=self.uri)
 
     def on_points(self, done: int, points, times, costs) -> None:
         """The loop's logged points: the history, the metric stream, the progress display."""
@@ -231,10 +231,10 @@ class RunRecord:
                   + ("the record is in the tracking store only." if self.link.failed is None else
                      "the tracking store failed too: points after that were lost."), file=sys.stderr)
         if self.link.failed is not None:
-            from runner.trust import redact_uri
+            from runner.store.heartbeat import sync_command
 
             print(f"Warning: the tracking store {self.uri} stopped answering during the run ({str(self.link.failed).splitlines()[0][:200]}). "
-                  f"The full record is kept in {out}; upload it with: python -m runner sync --tracking-uri {redact_uri(self.uri)} {out}",
+                  f"The full record is kept in {out}; upload it with: {sync_command(self.uri, out)}",
                   file=sys.stderr)
 
     @property

@@ -96,7 +96,7 @@ def start(config: DictConfig) -> SweepParent:
     client.log_batch(run_id, params=params)
     parent = SweepParent(run_id, uri, experiment_id, str(sweep_dir), name)
     parent.publish()
-    _Sweeps.open = OpenSweep(parent, MetricStream(client, run_id))  # beats until finish()
+    _Sweeps.open = OpenSweep(parent, MetricStream(client, run_id, record_dir=sweep_dir, uri=uri))  # beats until finish()
     store.connect(uri).watch(run_id)  # closed KILLED by the helper if this process ends abruptly
     return parent
 
@@ -149,7 +149,7 @@ def finish(interrupted: bool = False) -> Optional[Outcome]:
     error = "; ".join(([f"{len(failed)} of {len(rows)} jobs failed"] if failed else []) + problems)[:5000]
     if error:
         attempt("tagging the parent's error", client.set_tag, run_id, "error", error)
-    closed = _close_parent(client, run_id, status, out)
+    closed = _close_parent(client, run_id, status, out, info["uri"])
     result = Outcome(rows, failed, status if closed else "FAILED")
     _Sweeps.outcome = result
     return result
@@ -211,7 +211,7 @@ def _publish_summary(client, info: dict, rows: list[dict], out: Path, attempt, p
         _attach_report(client, info, out / "report")
 
 
-def _close_parent(client, run_id: str, status: str, out: Path) -> bool:
+def _close_parent(client, run_id: str, status: str, out: Path, uri: str) -> bool:
     """The parent's status, tried three times; a warning on how to close it later if none went through."""
     closed, reason = False, ""
     for delay in (0, 1, 2):  # a store that stumbled may answer again
@@ -223,7 +223,9 @@ def _close_parent(client, run_id: str, status: str, out: Path) -> bool:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     if not closed:
+        from runner.store.heartbeat import sync_command
+
         print(f"Warning: the sweep's parent run {run_id} could not be closed ({reason}); it shows RUNNING until the "
               f"store answers again and `python -m runner reap` closes it. The jobs' own records are in {out}; "
-              f"`python -m runner sync --tracking-uri URI {out}` uploads those that did not reach the store.", file=sys.stderr)
+              f"`{sync_command(uri, out)}` uploads those that did not reach the store.", file=sys.stderr)
     return closed

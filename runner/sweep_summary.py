@@ -84,12 +84,11 @@ def console_summary(info: dict, rows: list[dict], interrupted: bool, problems: O
     head = "Sweep interrupted" if interrupted else "Sweep finished"
     out = io.StringIO()
     if problems:
-        from runner.trust import redact_uri
+        from runner.store.heartbeat import sync_command
 
         out.write(f"\n{head}, but the tracking store {info['uri']} did not take everything:\n")
         out.writelines(f"  - {p}\n" for p in problems)
-        out.write(f"  The jobs' own records are in {info['sweep_dir']}; `python -m runner sync --tracking-uri {redact_uri(info['uri'])} "
-                  f"{info['sweep_dir']}` uploads those that did not reach the store.\n")
+        out.write(f"  The jobs' own records are in {info['sweep_dir']}; `{sync_command(info['uri'], info['sweep_dir'])}` uploads those that did not reach the store.\n")
     out.write(f"\n{head}: {len(rows)} jobs, {len(rows) - len(failed)} finished, {len(failed)} failed. Parent run {info['run_id']} ({info['name']})\n")
     out.write(job_lines(rows))
     if failed:

@@ -204,7 +204,7 @@ class BatchedSweep:
         batch = Batch(first.problem, members, first.device, first.job.dtype)
         tag = f"{self.batches}: jobs {jobs[0].num}-{jobs[-1].num} ({len(jobs)} jobs; {batch.mode}: {batch.describe})"
         log.info(f"Batch {tag}")
-        shared = BatchStream(client)
+        shared = BatchStream(client, uri=uri)
         figures = self.figures == "true" or (self.figures == "auto" and len(jobs) <= FIGURES_AUTO_MAX)
         records = [BatchRecord(client, j.cfg, j.experiment, ctx, experiment_id, uri, name, batch_tag=tag, shared=shared, figures=figures)
                    for j, ctx, name in zip(jobs, contexts, names)]

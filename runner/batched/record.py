@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Optional
 
 from runner.record_io import StoreLink
 from runner.run_record import RunRecord
-from runner.store.stream import HEARTBEAT_TAG
+from runner.store.heartbeat import HEARTBEAT_TAG, Heartbeat, sync_command
 
 log = logging.getLogger(__name__)
 BULK_POINTS = 20_000  # metric points per bulk request: MLflow splits each run's into its 1000-point batches
@@ -201,8 +202,8 @@ def rows_of(points, times, costs) -> list[tuple]:
 
 
 class BatchStream:
-    def __init__(self, client, interval: float = 1.0, heartbeat: float = 10.0):
-        self.client, self.interval, self.heartbeat = client, interval, heartbeat
+    def __init__(self, client, interval: float = 1.0, heartbeat: Optional[float] = None, uri: Optional[str] = None):
+        self.client, self.interval, self.uri = client, interval, uri
         self.pending: collections.deque = collections.deque()
         self.views: list[StreamView] = []
         self.statuses: list[tuple[str, str]] = []  # (run_id, status) of closed records: close_runs sets them
@@ -211,7 +212,7 @@ class BatchStream:
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._next_beat = time.time() + heartbeat
+        self._heart = Heartbeat(self._send_beat, self._failed, self._answers_again, every=heartbeat)  # never gives up
         self.thread = threading.Thread(target=self._work, name="mlflow-batch-metrics", daemon=True)
         self.thread.start()
 
@@ -226,22 +227,15 @@ class BatchStream:
         self.flush()
 
     def _work(self) -> None:
-        while not self._closing.wait(min(self.interval, max(self._next_beat - time.time(), 0.01))):
+        while not self._closing.wait(min(self.interval, self._heart.wait_for())):
             self.flush()
-            self._beat()
+            self._heart.beat()
 
-    def _beat(self) -> None:
-        now = time.time()
-        if self.error is not None or now < self._next_beat:
-            return
-        self._next_beat = now + self.heartbeat
-        alive = [(v.run_id, [], [], [(HEARTBEAT_TAG, f"{now:.0f}")]) for v in self.views if not v.closed]
-        with self._lock:
-            try:
-                if alive:
-                    self.client.log_batches(alive)
-            except Exception as exc:
-                self._failed(exc)
+    def _send_beat(self, now: str) -> None:
+        alive = [(v.run_id, [], [], [(HEARTBEAT_TAG, now)]) for v in self.views if not v.closed]
+        if alive:
+            with self._lock:
+                self.client.log_batches(alive)
 
     def flush(self) -> None:
         """Send what is pending: each job's rows to its metrics.csv, then all of them to the store
@@ -276,7 +270,23 @@ class BatchStream:
                 self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
+        self._heart.mark_down()
         if self.error is None:
             self.error = exc
+            folder = self._folder()
             log.warning("The tracking store stopped answering (%s). The batch goes on; each job's full record is kept "
-                        "in its folder and `python -m runner sync` uploads it later.", str(exc).splitlines()[0][:200])
+                        "in its folder%s and `%s` uploads it later.", str(exc).splitlines()[0][:200] or type(exc).__name__,
+                        f" under {folder}" if folder else "", sync_command(self.uri, folder or "."))
+
+    def _answers_again(self) -> None:
+        folder = self._folder()
+        log.warning("The tracking store answers again: the batch's heartbeat goes on (each job's record since the failure "
+                    "is in its folder%s, for sync).", f" under {folder}" if folder else "")
+
+    def _folder(self) -> str:
+        """The folder that holds every job folder of the batch (the sweep's), for the sync command."""
+        folders = [str(v.history_file.parent) for v in self.views if v.history_file is not None]
+        try:
+            return os.path.commonpath(folders) if folders else ""
+        except ValueError:
+            return ""

@@ -12,7 +12,9 @@ metric points from a background thread.
 from __future__ import annotations
 
 from runner.store.client import StoreError, TrackingClient
+from runner.store.store_errors import keep_off_the_console
 
+keep_off_the_console()  # MLflow's traceback for a store error: we say it in one paragraph (store_errors.py)
 __all__ = ["StoreError", "TrackingClient", "connect"]
 
 

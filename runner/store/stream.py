@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
+from runner.store.heartbeat import HEARTBEAT_TAG, Heartbeat, sync_command
 from runner.store.uri import is_busy
 
 log = logging.getLogger(__name__)
-HEARTBEAT_TAG = "runner.heartbeat"  # epoch seconds, every 10 s; read by runner/reap.py
+__all__ = ["HEARTBEAT_TAG", "MetricStream"]
 
 
 class MetricStream:
@@ -20,11 +21,16 @@ class MetricStream:
     heartbeat tag (`runner.heartbeat`, epoch seconds) so that `python -m runner reap` can tell a
     live run from one whose process died. Every point also goes to `history_file` first.
 
-    `client`: a TrackingClient (runner/store/client.py)."""
+    `client`: a TrackingClient (runner/store/client.py) of store `uri`; `record_dir`: where the
+    record is kept for `sync` (default: history_file's folder), named by the warning when the
+    store stops answering. The heartbeat goes on after a failure (runner/store/heartbeat.py);
+    the metric points after it stay in the local record only, for `sync`."""
 
     def __init__(self, client, run_id: str, history_file: Optional[Path] = None, interval: float = 1.0,
-                 heartbeat: float = 10.0):
-        self.client, self.run_id, self.interval, self.heartbeat = client, run_id, interval, heartbeat
+                 heartbeat: Optional[float] = None, *, record_dir: Optional[Path] = None, uri: Optional[str] = None):
+        self.client, self.run_id, self.interval = client, run_id, interval
+        self.record_dir = record_dir if record_dir is not None else (history_file.parent if history_file is not None else None)
+        self.uri = uri
         # A deque, not a queue.Queue: appending takes no lock and wakes no thread. The writer
         # sleeps `interval` between batches instead of waking for every put, so it takes the GIL
         # from the loop about once a second (a put every few hundred microseconds otherwise).
@@ -33,7 +39,8 @@ class MetricStream:
         self.error: Optional[BaseException] = None
         self.local_error: Optional[OSError] = None  # writing history_file failed (a full disk)
         self.history_file = history_file
-        self._next_beat = time.time() + heartbeat  # until then reap goes by the run's start time
+        self._heart = Heartbeat(lambda now: self.client.set_tag(self.run_id, HEARTBEAT_TAG, now), self._failed,
+                                self._answers_again, every=heartbeat)
         self._backlog: list = []  # rows the store has not taken yet (SQLite busy)
         self.thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
         self.thread.start()
@@ -56,7 +63,7 @@ class MetricStream:
     def _work(self) -> None:
         while True:
             self._beat()
-            closing = self._closing.wait(min(self.interval, max(self._next_beat - time.time(), 0.01)))
+            closing = self._closing.wait(min(self.interval, self._heart.wait_for()))
             rows = []
             while self.pending:
                 rows.extend(self.pending.popleft())
@@ -66,14 +73,8 @@ class MetricStream:
                 return
 
     def _beat(self) -> None:
-        now = time.time()
-        if self.error is None and now >= self._next_beat:
-            self._next_beat = now + self.heartbeat
-            try:
-                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{now:.0f}")
-            except Exception as exc:
-                if not is_busy(exc):  # busy: beat again next time
-                    self._failed(exc)
+        if not self._closing.is_set():  # closing: the record's own last calls say whether the store answers
+            self._heart.beat()
 
     def _write(self, rows, final: bool = False) -> None:
         """Append to the local history, then send everything not yet in the store. A SQLite lock
@@ -105,7 +106,19 @@ class MetricStream:
             del self._backlog[:1000]
 
     def _failed(self, exc: BaseException) -> None:
+        """The store failed a write or a beat: said once; the points go on to the local record only."""
+        self._heart.mark_down()
+        if self.error is not None:
+            return
         self.error = exc
-        where = self.history_file.parent if self.history_file else "the job's output directory"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if self.record_dir is None:
+            log.warning("The tracking store stopped answering (%s). Training goes on; its heartbeat is tried again "
+                        "every %.0f s.", reason, self._heart.every)
+            return
         log.warning("The tracking store stopped answering (%s). Training goes on; the full record is kept in %s "
-                    "and `python -m runner sync %s` uploads it later.", str(exc).splitlines()[0][:200], where, where)
+                    "and `%s` uploads it later.", reason, self.record_dir, sync_command(self.uri, self.record_dir))
+
+    def _answers_again(self) -> None:
+        log.warning("The tracking store answers again: run %s's heartbeat goes on%s.", self.run_id,
+                    f" (its record since the failure is in {self.record_dir}, for sync)" if self.record_dir is not None else "")

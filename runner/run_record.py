@@ -231,9 +231,9 @@ class RunRecord:
                   + ("the record is in the tracking store only." if self.link.failed is None else
                      "the tracking store failed too: points after that were lost."), file=sys.stderr)
         if self.link.failed is not None:
-            from runner.store.heartbeat import sync_command
+            from runner.store.store_errors import reason, sync_command
 
-            print(f"Warning: the tracking store {self.uri} stopped answering during the run ({str(self.link.failed).splitlines()[0][:200]}). "
+            print(f"Warning: the tracking store {self.uri} stopped answering during the run ({reason(self.link.failed)}). "
                   f"The full record is kept in {out}; upload it with: {sync_command(self.uri, out)}",
                   file=sys.stderr)
 

@@ -223,7 +223,7 @@ def _close_parent(client, run_id: str, status: str, out: Path, uri: str) -> bool
         except Exception as exc:
             reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     if not closed:
-        from runner.store.heartbeat import sync_command
+        from runner.store.store_errors import sync_command
 
         print(f"Warning: the sweep's parent run {run_id} could not be closed ({reason}); it shows RUNNING until the "
               f"store answers again and `python -m runner reap` closes it. The jobs' own records are in {out}; "

@@ -84,7 +84,7 @@ def console_summary(info: dict, rows: list[dict], interrupted: bool, problems: O
     head = "Sweep interrupted" if interrupted else "Sweep finished"
     out = io.StringIO()
     if problems:
-        from runner.store.heartbeat import sync_command
+        from runner.store.store_errors import sync_command
 
         out.write(f"\n{head}, but the tracking store {info['uri']} did not take everything:\n")
         out.writelines(f"  - {p}\n" for p in problems)

@@ -92,6 +92,32 @@ def test_a_jobs_heartbeat_goes_on_after_the_store_failed_and_its_points_stay_loc
     assert shlex.split(command) == ["python", "-m", "runner", "sync", "--tracking-uri", "sqlite:////tmp/a b/mlflow.db", str(folder)]
 
 
+def test_each_outage_is_said_once_and_its_end_once(tmp_path, caplog):
+    """A store that fails twice: the full warning once, then a line a change, never a line a beat."""
+    from runner.store.stream import MetricStream
+
+    store = FlakyStore()
+    stream = MetricStream(store, "run1", tmp_path / "metrics.csv", interval=BEAT, heartbeat=BEAT)
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            back = outage(store, seconds=6 * BEAT)  # several failed beats each
+            wait_until(lambda: store.beats[-1] > back)
+        stream.close()
+    messages = store_messages(caplog)
+    assert [m.split(" (")[0].split(":")[0] for m in messages] == [
+        "The tracking store stopped answering", "The tracking store answers again",
+        "The tracking store stopped answering again", "The tracking store answers again"], messages
+
+
+def test_the_reason_shown_is_the_databases_not_sqlalchemys_preamble():
+    from runner.store.store_errors import reason
+
+    exc = RuntimeError("(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)\n"
+                       "(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT INTO metrics ...]")
+    assert reason(exc) == "(sqlite3.OperationalError) database or disk is full"
+    assert reason(ValueError()) == "ValueError"
+
+
 def test_a_busy_store_is_no_failure_for_the_heartbeat(tmp_path, caplog):
     from runner.store.stream import MetricStream
 

@@ -21,7 +21,8 @@ from typing import Optional
 
 from runner.record_io import StoreLink
 from runner.run_record import RunRecord
-from runner.store.heartbeat import HEARTBEAT_TAG, Heartbeat, sync_command
+from runner.store.heartbeat import HEARTBEAT_TAG, Heartbeat
+from runner.store.store_errors import reason, sync_command
 
 log = logging.getLogger(__name__)
 BULK_POINTS = 20_000  # metric points per bulk request: MLflow splits each run's into its 1000-point batches
@@ -212,7 +213,8 @@ class BatchStream:
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._heart = Heartbeat(self._send_beat, self._failed, self._answers_again, every=heartbeat)  # never gives up
+        self._heart = Heartbeat(self._send_beat, self._say_down, self._say_up, every=heartbeat)  # never gives up
+        self._said_down = False
         self.thread = threading.Thread(target=self._work, name="mlflow-batch-metrics", daemon=True)
         self.thread.start()
 
@@ -270,15 +272,23 @@ class BatchStream:
                 self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
-        self._heart.mark_down()
         if self.error is None:
             self.error = exc
-            folder = self._folder()
-            log.warning("The tracking store stopped answering (%s). The batch goes on; each job's full record is kept "
-                        "in its folder%s and `%s` uploads it later.", str(exc).splitlines()[0][:200] or type(exc).__name__,
-                        f" under {folder}" if folder else "", sync_command(self.uri, folder or "."))
+        self._heart.mark_down(exc)
 
-    def _answers_again(self) -> None:
+    def _say_down(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        folder = self._folder()
+        if self._said_down:
+            log.warning("The tracking store stopped answering again (%s); the heartbeat is tried every %g s.", reason(exc), self._heart.every)
+        else:
+            log.warning("The tracking store stopped answering (%s). The batch goes on; each job's full record is kept "
+                        "in its folder%s and `%s` uploads it later.", reason(exc), f" under {folder}" if folder else "",
+                        sync_command(self.uri, folder or "."))
+        self._said_down = True
+
+    def _say_up(self) -> None:
         folder = self._folder()
         log.warning("The tracking store answers again: the batch's heartbeat goes on (each job's record since the failure "
                     "is in its folder%s, for sync).", f" under {folder}" if folder else "")

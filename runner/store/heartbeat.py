@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import time
-from pathlib import Path
 from typing import Callable, Optional
 
 from runner.store.uri import is_busy
@@ -35,9 +33,9 @@ def interval() -> float:
 class Heartbeat:
     """Beats `send(epoch_seconds_text)` every `every` seconds when `beat()` is called.
 
-    `on_down(exc)` is called once when the store stops answering (it says so to the user);
-    `on_up()` once when it answers again. A busy SQLite store is contention, not a dead store:
-    it is tried again next time without a word."""
+    `on_down(exc)` is called when the store stops answering (it says so to the user), `on_up()`
+    when it answers again: once a change, at most one change an interval. A busy SQLite store is
+    contention, not a dead store: it is tried again next time without a word."""
 
     def __init__(self, send: Callable[[str], None], on_down: Callable[[BaseException], None],
                  on_up: Callable[[], None], every: Optional[float] = None):
@@ -50,10 +48,11 @@ class Heartbeat:
         """Seconds until the next beat is due (at least 10 ms)."""
         return max(self.next - time.time(), 0.01)
 
-    def mark_down(self) -> None:
-        """The store failed elsewhere (a metric write) and the user was told: the next beat that
-        goes through says it answers again."""
-        self.down = True
+    def mark_down(self, exc: BaseException) -> None:
+        """The store failed elsewhere (a metric write): said as a failed beat would be, once."""
+        if not self.down:
+            self.down = True
+            self.on_down(exc)
 
     def beat(self) -> None:
         now = time.time()
@@ -63,23 +62,10 @@ class Heartbeat:
         try:
             self.send(f"{now:.0f}")
         except Exception as exc:
-            if is_busy(exc):
-                return
-            if not self.down:
-                self.down = True
-                self.on_down(exc)
+            if not is_busy(exc):
+                self.mark_down(exc)
             return
         if self.down:
             self.down = False
             self.on_up()
 
-
-def sync_command(uri: Optional[str], folder) -> str:
-    """`python -m runner sync` for `folder`'s records into store `uri`, quoted for the shell:
-    runnable as printed."""
-    from runner.trust import redact_uri
-
-    parts = ["python", "-m", "runner", "sync"]
-    if uri:
-        parts += ["--tracking-uri", redact_uri(uri)]
-    return " ".join(shlex.quote(p) for p in [*parts, str(Path(folder))])

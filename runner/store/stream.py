@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Optional
 
-from runner.store.heartbeat import HEARTBEAT_TAG, Heartbeat, sync_command
+from runner.store.heartbeat import HEARTBEAT_TAG, Heartbeat
+from runner.store.store_errors import reason, sync_command
 from runner.store.uri import is_busy
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ class MetricStream:
         self.error: Optional[BaseException] = None
         self.local_error: Optional[OSError] = None  # writing history_file failed (a full disk)
         self.history_file = history_file
-        self._heart = Heartbeat(lambda now: self.client.set_tag(self.run_id, HEARTBEAT_TAG, now), self._failed,
-                                self._answers_again, every=heartbeat)
+        self._heart = Heartbeat(lambda now: self.client.set_tag(self.run_id, HEARTBEAT_TAG, now), self._say_down,
+                                self._say_up, every=heartbeat)
+        self._said_down = False  # the full warning is given once; later outages get a line each
         self._backlog: list = []  # rows the store has not taken yet (SQLite busy)
         self.thread = threading.Thread(target=self._work, name="mlflow-metrics", daemon=True)
         self.thread.start()
@@ -106,19 +108,30 @@ class MetricStream:
             del self._backlog[:1000]
 
     def _failed(self, exc: BaseException) -> None:
-        """The store failed a write or a beat: said once; the points go on to the local record only."""
-        self._heart.mark_down()
-        if self.error is not None:
-            return
-        self.error = exc
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        if self.record_dir is None:
-            log.warning("The tracking store stopped answering (%s). Training goes on; its heartbeat is tried again "
-                        "every %.0f s.", reason, self._heart.every)
-            return
-        log.warning("The tracking store stopped answering (%s). Training goes on; the full record is kept in %s "
-                    "and `%s` uploads it later.", reason, self.record_dir, sync_command(self.uri, self.record_dir))
+        """A metric write failed: the points go on to the local record only (for `sync`)."""
+        if self.error is None:
+            self.error = exc
+        self._heart.mark_down(exc)
 
-    def _answers_again(self) -> None:
-        log.warning("The tracking store answers again: run %s's heartbeat goes on%s.", self.run_id,
-                    f" (its record since the failure is in {self.record_dir}, for sync)" if self.record_dir is not None else "")
+    def _say_down(self, exc: BaseException) -> None:
+        """The store stopped answering (a write or a beat): from now on the local record only, as
+        a failed write; the heartbeat is tried again every interval."""
+        if self.error is None:
+            self.error = exc
+        if self._said_down:
+            log.warning("The tracking store stopped answering again (%s); the heartbeat is tried every %g s.", reason(exc), self._heart.every)
+        elif self.history_file is None and self.record_dir is not None:  # a sweep's parent: it only beats
+            log.warning("The tracking store stopped answering (%s). The sweep goes on; the jobs' records are kept under %s "
+                        "and `%s` uploads them later.", reason(exc), self.record_dir, sync_command(self.uri, self.record_dir))
+        elif self.record_dir is not None:
+            log.warning("The tracking store stopped answering (%s). Training goes on; the full record is kept in %s "
+                        "and `%s` uploads it later.", reason(exc), self.record_dir, sync_command(self.uri, self.record_dir))
+        else:
+            log.warning("The tracking store stopped answering (%s). Training goes on; the heartbeat is tried every %g s.",
+                        reason(exc), self._heart.every)
+        self._said_down = True
+
+    def _say_up(self) -> None:
+        kept = ("" if self.record_dir is None else f"; the jobs' records are under {self.record_dir}, for sync" if self.history_file is None
+                else f"; the record since the failure is in {self.record_dir}, for sync")
+        log.warning("The tracking store answers again: run %s's heartbeat goes on%s.", self.run_id, kept)

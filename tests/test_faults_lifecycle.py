@@ -61,6 +61,7 @@ def test_full_disk_under_the_store_keeps_every_point_for_sync(workdir, tmpfs):
     proc = run_cli(workdir, f"tracking.uri={uri}", "trainer.steps=30000", "trainer.log_every=1", "trainer.progress=off", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]  # training completed; the warning says how to upload
     assert "python -m runner sync" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]  # our paragraph, not MLflow's traceback
     (record,) = list((workdir / "outputs").rglob("record.json"))
     assert json.loads(record.read_text())["synced"] is False
     other = f"sqlite:///{workdir / 'other.db'}"

@@ -160,7 +160,10 @@ def test_the_job_process_never_imports_mlflow(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_in_the_terminal_reaches_the_job_not_its_helper(tmp_path):
     """The helper has a session of its own: a terminal's SIGINT goes to the job's process group only."""
-    job = subprocess.Popen([sys.executable, "-c", "from runner.store.helper import HelperClient as Recorder; import time\n"
+    # The job handles Ctrl-C as a terminal's process does, whatever this test process inherited
+    # (a pytest-xdist worker may ignore SIGINT, and an ignored signal stays ignored in a child).
+    job = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+                            "from runner.store.helper import HelperClient as Recorder\n"
                             "r = Recorder(); print(r._process.pid, flush=True); time.sleep(600)"],
                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     helper = int(job.stdout.readline())

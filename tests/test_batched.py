@@ -166,6 +166,21 @@ def test_skip_finished_works_across_launchers(workdir):
 
 
 @pytest.mark.slow
+def test_job_folders_named_by_overrides_are_the_basic_launchers(workdir):
+    """`hydra.sweep.subdir=${hydra.job.override_dirname}`: each batched job gets the folder Hydra
+    names for it, as with the basic launcher (not every job of a batch in its first job's)."""
+    folders = {}
+    for launcher in ("batched", "basic"):
+        proc = run_cli(workdir, "-m", f"hydra/launcher={launcher}", "optim.lr=0.01,0.1", "trainer.seed=0,1", "trainer.steps=5",
+                       "hydra.sweep.subdir=${hydra.job.override_dirname}", f"hydra.sweep.dir=sweep-{launcher}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        folders[launcher] = sorted(p.parent.name for p in (workdir / f"sweep-{launcher}").glob("*/record.json"))
+    assert len(folders["batched"]) == 4 and folders["batched"] == folders["basic"], folders
+    batched = [r for r in all_runs(workdir) if "batch" in r.data.tags]
+    assert len({r.data.tags["output_dir"] for r in batched}) == 4
+
+
+@pytest.mark.slow
 def test_a_third_party_elementwise_optimiser_is_batched(workdir, installed):
     """examples/rosenbrock's SignSGD declares itself elementwise: its jobs share a batch (each job
     its own SignSGD on its slice), with the basic launcher's results."""

@@ -251,9 +251,18 @@ class BatchedSweep:
         return [self._output_dir(base, j) for j in jobs]
 
     def _output_dir(self, base: DictConfig, job: Prepared) -> Path:
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        # What a job's own composition sets that a sweep's folders may name: its number and its
+        # override_dirname (`hydra.sweep.subdir=${hydra.job.override_dirname}`), as Hydra makes it.
+        app = [o for o in OverridesParser.create().parse_overrides(list(job.overrides)) if not o.is_hydra_override()]
+        named = base.hydra.job.config.override_dirname
         with read_write(base.hydra), open_dict(base.hydra):
             base.hydra.job.num = job.num
             base.hydra.job.id = job.num
+            base.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=app, kv_sep=named.kv_sep, item_sep=named.item_sep, exclude_keys=named.exclude_keys)
         out = os.path.join(str(OmegaConf.select(base, "hydra.sweep.dir")), str(OmegaConf.select(base, "hydra.sweep.subdir")))
         return Path(os.path.abspath(out))
 

@@ -41,33 +41,25 @@ def run(quick: bool = False) -> list[Row]:
         tmp = Path(tmp)
         runner_cli(tmp, "trainer.steps=1", "trainer.progress=off", "trainer.device=cpu")  # the store exists: not timed
         common = ("problem=poly", "optim=adam", f"trainer.steps={steps}", "trainer.log_every=10", "trainer.device=cpu")
-        start = time.perf_counter()
-        proc = runner_cli(tmp, "-m", "hydra/launcher=batched", f"optim.lr={RATES}", f"trainer.seed=range({seeds})", *common,
-                          "tracking.experiment=batched", timeout=1800)
-        batched = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"batched sweep failed:\n{proc.stderr[-3000:]}")
-        statuses = _check_children(tmp / "mlflow.db", "batched", jobs, points)
+
+        def sweep(experiment: str, lrs: list[str], n_seeds: int, *launcher: str) -> tuple[float, str]:
+            """Seconds of the sweep end to end, after checking every child is complete in the store."""
+            start = time.perf_counter()
+            proc = runner_cli(tmp, "-m", *launcher, f"optim.lr={','.join(lrs)}", f"trainer.seed=range({n_seeds})", *common,
+                              f"tracking.experiment={experiment}", timeout=1800)
+            seconds = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise RuntimeError(f"{experiment} sweep failed:\n{proc.stderr[-3000:]}")
+            return seconds, _check_children(tmp / "mlflow.db", experiment, len(lrs) * n_seeds, points)
+
+        batched, statuses = sweep("batched", rates, seeds, "hydra/launcher=batched")
         # The same launch with a tenth of the seeds: the difference is what the extra jobs cost
         # inside a batch, without the sweep's fixed costs (start-up, imports, the parent run).
-        small_seeds = seeds // 10
-        start = time.perf_counter()
-        proc = runner_cli(tmp, "-m", "hydra/launcher=batched", f"optim.lr={RATES}", f"trainer.seed=range({small_seeds})", *common,
-                          "tracking.experiment=batched-small", timeout=1800)
-        small = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"small batched sweep failed:\n{proc.stderr[-3000:]}")
-        small_jobs = len(rates) * small_seeds
-        _check_children(tmp / "mlflow.db", "batched-small", small_jobs, points)
+        small_jobs = len(rates) * (seeds // 10)
+        small, _ = sweep("batched-small", rates, seeds // 10, "hydra/launcher=batched")
         slice_rates, slice_seeds = rates[:5], max(seeds // 10, 2)
-        start = time.perf_counter()
-        proc = runner_cli(tmp, "-m", f"optim.lr={','.join(slice_rates)}", f"trainer.seed=range({slice_seeds})", *common,
-                          "tracking.experiment=basic", timeout=1800)
-        basic = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(f"basic sweep failed:\n{proc.stderr[-3000:]}")
         slice_jobs = len(slice_rates) * slice_seeds
-        _check_children(tmp / "mlflow.db", "basic", slice_jobs, points)
+        basic, _ = sweep("basic", slice_rates, slice_seeds)
         basic_scaled = basic / slice_jobs * jobs
         what = f"{len(rates)} lr x {seeds} seeds = {jobs} jobs, poly + adam, {steps} steps, log_every 10"
         rows.append(Row("batched", f"{what}, hydra/launcher=batched, end to end through the CLI", "seconds", batched, "s",

@@ -1,4 +1,4 @@
-"""The bulk store calls a batched sweep makes (runner/store/local.py) record what MLflow's own
+"""The bulk store calls a batched sweep makes (runner/store/sql_bulk.py) record what MLflow's own
 calls record, and a batched job closed in bulk keeps its artifacts like a job alone."""
 import json
 import math
@@ -15,6 +15,7 @@ def test_bulk_reads_and_writes_equal_mlflows_own(tmp_path):
     from runner.store.local import LocalClient
 
     client = LocalClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert client._sql_bulk() is not None  # the bulk path is the one compared below, not MLflow's run by run
     experiment = client.open_experiment("bulk")
     parent = client.create_run(experiment, "parent", {"sweep": "true"})
     bulk = client.create_runs(experiment, [(f"job{i}", {"mlflow.parentRunId": parent, "k": str(i)}, [("optim.lr", str(i)), ("a.b", "x")])

@@ -1,7 +1,9 @@
 """Every override on the command line is checked against the schema before Hydra starts: the key
 exists, a plugin or preset name is registered, a value has the key's type and range. A sweep is
 checked for every value of every swept key, so a bad value refuses the whole sweep before any job
-runs, any folder is made or any parent run is opened.
+runs, any folder is made or any parent run is opened. Here: the keys (unknown key, nearest valid
+key), plugin and preset names, and each value's type; a swept plugin argument's values that only
+the plugin can judge are then tried by building it (runner/plugin_build_check.py).
 
 The schema: `trainer.*` and `tracking.*` (runner/configs.py), the plugin groups `problem`, `optim`,
 `sched` and the presets `experiment`, `hparams_search`, and the constructor arguments of the
@@ -32,6 +34,8 @@ def check(argv: list[str]) -> None:
     """Raise UserError for the first override that is not part of the schema or whose value is bad."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+
+    from runner.plugin_build_check import check_swept_values
 
     texts = [a for a in argv if "=" in a and not a.startswith("-")]
     try:
@@ -64,10 +68,10 @@ def check(argv: list[str]) -> None:
         schema.check_override(key, inner, f"{key}: {text} in the sweeper's search space (hydra.sweeper.params)")
         if inner is not None:
             space.append(inner)
-    schema.check_plugin_values(ours + space)  # only swept values (a grid's, a search space's) are built here
+    check_swept_values(schema.params, ours + space)  # only swept values (a grid's, a search space's) are built here
 
 
-def _values(o) -> list[Any]:
+def override_values(o) -> list[Any]:
     """The values an override takes: one, each of a sweep's, an interval's ends; a glob's matches are
     filtered against the names it may match by the caller."""
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
@@ -93,10 +97,10 @@ def _choices(overrides) -> dict[str, list]:
                 if not out[group]:
                     raise UserError(f"{o.input_line}: the pattern matches no {group} plugin; registered: {_listing(group, '')}.")
             else:
-                out[group] = [_plugin_name(group, v, o.input_line) for v in _values(o)]
+                out[group] = [_plugin_name(group, v, o.input_line) for v in override_values(o)]
     for o in overrides:
         if o.key_or_group in PRESET_GROUPS and not o.is_delete():
-            for preset in _values(o):
+            for preset in override_values(o):
                 _check_preset(o.key_or_group, preset, o.input_line)
                 for group, name in _preset_choices(o.key_or_group, preset).items():
                     if group not in {x.key_or_group for x in overrides}:
@@ -217,7 +221,7 @@ class Schema:
             if field not in {f.name for f in dataclasses.fields(self.sections[head])}:
                 raise self.unknown(key, line)
             if o is not None and not o.is_delete():
-                for value in _values(o):
+                for value in override_values(o):
                     self._check_section_value(head, field, value, line)
             return
         if head in PLUGIN_GROUPS and rest:
@@ -227,48 +231,12 @@ class Schema:
                 raise self.unknown(key, line, head, lacking)
             if o is not None and not o.is_delete() and "." not in rest:
                 for name, args in self.params[head].items():
-                    for value in _values(o):
+                    for value in override_values(o):
                         self._check_argument(f"{head}.{arg}", args[arg].annotation, value, line)
             return
         if head in self.sections and not rest:
             return  # trainer={...}: Hydra checks the node against its schema
         raise self.unknown(key, line)
-
-    def check_plugin_values(self, overrides) -> None:
-        """A sweep's values that only a plugin can judge (Adam's lr=-1, poly's n_samples=0): each
-        swept value of `G.ARG` is given to each chosen plugin of G, built once with the command
-        line's other G arguments (and the first value of each other swept one) and once with that
-        value too. Only a value that turns a build that
-        works into one that fails refuses the sweep, so a plugin that cannot be built here (it needs
-        the run's problem, or a required file) is left to its jobs. Values are judged one at a time;
-        a combination that fails only together fails its job (recorded FAILED)."""
-        for group in PLUGIN_GROUPS:
-            fixed, swept = {}, []
-            for o in overrides:
-                key = o.key_or_group
-                if key.startswith(group + ".") and "." not in key[len(group) + 1:] and not key[len(group) + 1:].startswith("_") and not o.is_delete():
-                    if o.is_sweep_override():
-                        swept.append((key[len(group) + 1:], o))
-                    else:
-                        fixed[key[len(group) + 1:]] = o.value()
-            if not swept or any(isinstance(v, str) and "${" in v for v in fixed.values()):
-                continue  # nothing swept, or an interpolation only Hydra resolves
-            for name, args in self.params[group].items():
-                for arg, o in swept:
-                    # The base is one real job: the fixed arguments and the first value of every
-                    # other swept one (problem.start=1,2 is judged on the swept dataset, not the default).
-                    base = {k: _convert(args[k].annotation, v) for k, v in fixed.items()}
-                    base |= {k: _convert(args[k].annotation, _values(other)[0]) for k, other in swept
-                             if k != arg and _values(other) and not (isinstance(_values(other)[0], str) and "${" in _values(other)[0])}
-                    if _build(group, name, base) is not None:
-                        continue  # the base itself fails (or cannot be built here): the jobs say why
-                    for value in _values(o):
-                        if isinstance(value, str) and "${" in value:
-                            continue
-                        why = _build(group, name, {**base, arg: _convert(args[arg].annotation, value)})
-                        if why is not None:
-                            raise UserError(f"{group}={name} refuses {group}.{arg}={value!r} (in {o.input_line}): {why.rstrip('.')}. "
-                                            "A bad value anywhere in a sweep refuses the whole sweep; nothing was run.")
 
     def unknown(self, key: str, line: str, group: str = "", lacking: Iterable[str] = ()) -> UserError:
         nearest = self.nearest(key)
@@ -335,45 +303,3 @@ class Schema:
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("Optional[", "").rstrip("]")
     return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}.get(text, text or "valid")
-
-
-def _convert(annotation: Any, value: Any) -> Any:
-    from runner.signature import _coerce
-
-    return _coerce(value, annotation, "")  # types were checked already
-
-
-def _build(group: str, name: str, kwargs: dict) -> Optional[str]:
-    """Build plugin `name` of `group` with `kwargs` (an optimiser on one small parameter, a schedule
-    on SGD over it): None if it builds, else why not. A plugin that needs what only a job has
-    (the problem, an argument without default) counts as failing, so it is never judged here."""
-    import inspect
-
-    import torch
-
-    from runner import registry
-    from runner.signature import config_parameters
-
-    factory = registry.get(group, name).load()
-    required = [k for k, p in config_parameters(factory).items() if p.default is inspect.Parameter.empty and k not in kwargs]
-    try:
-        asked = set(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        asked = set()
-    if required or "problem" in asked:
-        return "it needs what only its job has"
-    extra = {"total_steps": 1000} if "total_steps" in asked else {}
-    try:
-        if group == "problem":
-            factory(**kwargs)
-        else:
-            param = torch.zeros(3, requires_grad=True)
-            if group == "optim":
-                factory([param], **kwargs, **extra)
-            else:
-                factory(torch.optim.SGD([param], lr=0.1), **kwargs, **extra)
-    except (ValueError, TypeError, UserError) as exc:
-        return str(exc) or type(exc).__name__
-    except Exception as exc:  # noqa: BLE001 - anything else is the job's to report
-        return f"{type(exc).__name__}: {exc}"
-    return None

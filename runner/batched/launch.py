@@ -1,29 +1,26 @@
 """The batched launcher's work (hydra_plugins/runner_batched_launcher is its Hydra face).
 
 For each group of jobs (runner/batched/plan.py): Hydra composes the first job's config once; the
-others' configs are derived from it by setting their batch-axis values (checked against Hydra's
-own composition for one job per group: on a difference every job of the group is composed by
-Hydra); each job is then built by runner/compose.py as a job alone would be, sharing the one
-problem. Jobs that can share a program run as one batch (runner/batched/engine.py), each with
-its own record (runner/batched/record.py); every other job runs as Hydra's basic launcher runs
-it, in the same sweep.
+others' configs are derived from it and each job is built (runner/batched/prepare.py). Jobs that
+can share a program run as one batch (runner/batched/engine.py), each with its own record
+(runner/batched/record.py); every other job runs as Hydra's basic launcher runs it, in the same
+sweep.
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.batched import plan
+from runner.batched.prepare import JobConfigs, Prepared, not_batchable, others_sharing_program, task_config
 
 log = logging.getLogger(__name__)
 FIGURES = ("auto", "true", "false")
@@ -31,18 +28,10 @@ FIGURES_AUTO_MAX = 50  # figures=auto: each job's figures in batches of at most 
 #                       cost more than the rest of its record together)
 
 
-@dataclass
-class Prepared:
-    position: int  # in the sweep's list of jobs
-    num: int  # hydra.job.num
-    overrides: list[str]
-    cfg: DictConfig  # the task's config (no hydra node)
-    experiment: Any  # runner.compose.Experiment
-
-
 class BatchedSweep:
     def __init__(self, hydra_context, task_function, config: DictConfig, max_batch: int, verify: bool, figures: str = "auto"):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.configs = JobConfigs(hydra_context, config)
         self.max_batch, self.verify = max(1, int(max_batch)), bool(verify)
         if figures not in FIGURES:
             from runner.errors import UserError
@@ -79,34 +68,24 @@ class BatchedSweep:
 
         idx = initial_job_idx + position
         log.info(f"\t#{idx} : {' '.join(overrides)}")
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = idx
-            sweep_config.hydra.job.num = idx
+        sweep_config = self.configs.compose(overrides, idx)
         ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return ret
 
     # -- a group: compose once, derive, build, batch ---------------------------------------------
-    def _compose(self, overrides: list[str], idx: int) -> DictConfig:
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = idx
-            sweep_config.hydra.job.num = idx
-        return sweep_config
-
     def _batch_group(self, g: plan.Group, overrides: list[list[str]], initial_job_idx: int, returns: list) -> None:
         from hydra.core.hydra_config import HydraConfig
 
         from runner import compose
 
         first = g.jobs[0]
-        base = self._compose(overrides[first], initial_job_idx + first)
+        base = self.configs.compose(overrides[first], initial_job_idx + first)
         previous = HydraConfig.instance().cfg
         HydraConfig.instance().set_config(base)  # for ${hydra:...} in the jobs' configs
         try:
-            task_base = _task_config(base)
+            task_base = task_config(base)
             try:
                 from runner.trust import check_no_environment
 
@@ -119,21 +98,12 @@ class BatchedSweep:
             if why:
                 log.info(f"Jobs {', '.join(str(initial_job_idx + p) for p in g.jobs)} run one by one: {why}")
                 return
-            derive = self._derive
-            if self.verify and not self._derived_equals_hydra(g, overrides, initial_job_idx, task_base):
-                derive = self._hydra_task_config
+            derive = self.configs.derive
+            if self.verify and not self.configs.derived_equals_hydra(g, overrides, initial_job_idx, task_base):
+                log.warning("A derived job config differs from Hydra's composition; composing every job of this group with Hydra.")
+                derive = self.configs.composed
             prepared = [Prepared(first, initial_job_idx + first, overrides[first], task_base, base_exp)]
-            problem_node = _plain(task_base.problem)
-            for position, values in zip(g.jobs[1:], g.values[1:]):
-                try:
-                    cfg = derive(task_base, values, overrides[position], initial_job_idx + position)
-                    if _plain(cfg.problem) != problem_node:  # an interpolation made it differ
-                        continue
-                    exp = compose.build(cfg, problem=base_exp.problem, seed_global=False)
-                except Exception:  # refused input: the basic path records it as that job's failure
-                    continue
-                if same_program(base_exp, exp):
-                    prepared.append(Prepared(position, initial_job_idx + position, overrides[position], cfg, exp))
+            prepared += others_sharing_program(g, overrides, initial_job_idx, task_base, base_exp, derive)
             if len(prepared) < 2:
                 return
             for start in range(0, len(prepared), self.max_batch):
@@ -143,27 +113,6 @@ class BatchedSweep:
                 self._run_batch(base, chunk, returns)
         finally:
             HydraConfig.instance().cfg = previous
-
-    def _derive(self, task_base: DictConfig, values: dict, overrides: list[str], idx: int) -> DictConfig:
-        """The job's task config without composing: the group's, with its batch-axis values set
-        exactly as Hydra sets a `key=value` override (OmegaConf.update, merge)."""
-        cfg = copy.deepcopy(task_base)
-        for key, value in values.items():
-            OmegaConf.update(cfg, key, value, merge=True)
-        return cfg
-
-    def _hydra_task_config(self, task_base: DictConfig, values: dict, overrides: list[str], idx: int) -> DictConfig:
-        return _task_config(self._compose(overrides, idx))
-
-    def _derived_equals_hydra(self, g: plan.Group, overrides: list[list[str]], initial_job_idx: int, task_base: DictConfig) -> bool:
-        """Compose one more job of the group with Hydra and compare it with the derived config."""
-        position, values = g.jobs[-1], g.values[-1]
-        derived = self._derive(task_base, values, overrides[position], initial_job_idx + position)
-        composed = self._hydra_task_config(task_base, values, overrides[position], initial_job_idx + position)
-        same = OmegaConf.to_container(derived, resolve=True) == OmegaConf.to_container(composed, resolve=True)
-        if not same:
-            log.warning("A derived job config differs from Hydra's composition; composing every job of this group with Hydra.")
-        return same
 
     # -- one batch -------------------------------------------------------------------------------
     def _run_batch(self, base: DictConfig, jobs: list[Prepared], returns: list) -> None:
@@ -312,47 +261,6 @@ def _close_all(records: list, entered: list, failure: Optional[BaseException], c
     if failure is not None and not isinstance(failure, (KeyboardInterrupt, Exception)):
         return failure  # SystemExit and the like go on
     return interrupt
-
-
-def not_batchable(exp) -> str:
-    """Why a job's program cannot be shared with others ('' when it can)."""
-    from runner import replicas as rep
-
-    job = exp.job
-    if exp.trainer["replicas"] != 1:
-        return "trainer.replicas > 1 (its replicas are already one batched program)"
-    needs = job.needs
-    if not needs.elementwise:
-        return f"optim={exp.plugins['optim']} is not elementwise (its update couples parameters)"
-    if needs.create_graph or needs.train_eval or needs.grad_before_step:
-        return f"optim={exp.plugins['optim']} needs more of the loop than one batched step gives"
-    if job.compile.compile:
-        return "the loss is compiled (trainer.compile)"
-    seed = exp.trainer["seed"]
-    found = rep.plan(exp.problem, needs, [seed, seed + 1], exp.device, job.dtype)
-    if found.mode != "batched":
-        return found.reason
-    return ""
-
-
-def same_program(base, exp) -> bool:
-    """Everything but the seed and the optimiser's and schedule's values is the base job's."""
-    strip = lambda t: {k: v for k, v in t.items() if k != "seed"}  # noqa: E731
-    return (exp.plugins == base.plugins and strip(exp.trainer) == strip(base.trainer) and exp.device == base.device
-            and exp.job.dtype == base.job.dtype and exp.job.needs.elementwise and not exp.job.compile.compile
-            and {k: v for k, v in exp.resolved.items() if k not in ("optim", "sched", "trainer")}
-            == {k: v for k, v in base.resolved.items() if k not in ("optim", "sched", "trainer")})
-
-
-def _task_config(sweep_config: DictConfig) -> DictConfig:
-    cfg = copy.deepcopy(sweep_config)
-    with read_write(cfg), open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-def _plain(node) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def _write_hydra_files(out: Path, job: Prepared) -> None:

@@ -145,7 +145,7 @@ def _listing(group: str, name: str) -> str:
     text = ", ".join(plain) + (", null (no schedule)" if group == "sched" else "")
     usable = [s for s in registry.sources(group).values() if s.problem is None] if group in registry.SOURCE_GROUPS else []
     if usable:
-        close = [n for n in sorted(_names(group) - set(plain), key=lambda n: -_similarity(name, n))[:5] if _similarity(name, n) >= 0.6]
+        close = [n for n in sorted(_names(group) - set(plain), key=lambda n: (-_similarity(name, n), n))[:5] if _similarity(name, n) >= 0.6]
         text += "; and " + ", ".join(f"{s.name}.NAME ({s.description})" for s in usable)
         text += (f", closest {', '.join(close)}" if close else "") + f" (python -m runner --help {group} lists them)"
     return text

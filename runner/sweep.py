@@ -158,30 +158,26 @@ def finish(interrupted: bool = False) -> Optional[Outcome]:
 def _unsynced_jobs(sweep_dir: Path, parent_run_id: str) -> list[str]:
     """This sweep's job folders whose record did not all reach the store (record.json `synced`:
     false): a store that failed mid-job and answered again by the end still shows such a run,
-    incomplete, so the sweep must say so, whichever launcher or worker ran the job."""
-    import glob
+    incomplete, so the sweep must say so, whichever launcher or worker ran the job. The walk
+    follows no symlink and reads regular files only (runner/record_scan.py): a reused sweep
+    folder may hold links to `.` or a FIFO; a record that cannot be read is not this sweep's."""
     import json
-    import os
-    import stat
 
     from runner.job_folder import FILE
+    from runner.record_scan import read_record_text, record_folders
 
     found = []
-    for name in sorted(glob.glob(os.path.join(glob.escape(str(sweep_dir)), "**", FILE), recursive=True)):
-        path = Path(name)
+    for folder in record_folders(sweep_dir):
         try:
-            info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > 16 << 20:  # ours are small regular files: no FIFO read here
-                continue
-            text = path.read_text()
+            text = read_record_text(folder / FILE)
             if '"synced": false' not in text:  # most records: not parsed (a thousand jobs' folders are read here)
                 continue
             data = json.loads(text)
             ours = data.get("tags", {}).get("mlflow.parentRunId") == parent_run_id
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError):  # UnreadableRecord is a ValueError
             continue
         if ours and data.get("synced") is False and data.get("status") != "RUNNING":  # closed, not all in the store
-            found.append(str(path.parent.relative_to(sweep_dir)))
+            found.append(str(folder.relative_to(sweep_dir)))
     return found
 
 

@@ -48,19 +48,23 @@ def main(argv: list[str]) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     roots = [Path(d) for d in args.dirs] or [p for p in (Path("outputs"), Path("multirun")) if p.exists()]
-    records = sorted({p.parent for root in roots for p in ([root / FILE] if (root / FILE).exists() else root.rglob(FILE))})
-    loaded, failures = [], 0
+    try:
+        records = _record_folders(roots)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    loaded, unread = [], 0
     for folder in records:
         try:
             loaded.append(_load(folder))
-        except Exception as exc:  # not JSON, not ours: say so and go on with the others
-            failures += 1
-            print(f"could not sync {folder}: its {FILE} cannot be read ({type(exc).__name__}: {str(exc)[:200]})", file=sys.stderr)
+        except Exception as exc:  # not a regular file, not JSON, not ours: say so and go on with the others
+            unread += 1
+            print(f"could not sync {folder}: its {FILE} {_why_unreadable(exc)}", file=sys.stderr)
     pending = [r for r in loaded if not r.data.get("synced")]
-    if not pending and not failures:
+    if not pending and not unread:
         print(f"Nothing to sync: {len(records)} record(s) found, all already in MLflow.")
         return 0
-    skipped = 0
+    skipped, failures = 0, 0
     for record in pending:
         try:
             target = _target_uri(record, uri, explicit=args.tracking_uri is not None, trust=args.yes)
@@ -72,19 +76,51 @@ def main(argv: list[str]) -> int:
         except Exception as exc:
             failures += 1
             print(f"could not sync {record.folder}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", file=sys.stderr)
-    print(f"{len(pending) - failures - skipped} record(s) synced, {skipped} skipped, {failures} failed.")
-    return 1 if failures or skipped else 0
+    print(f"{len(pending) - failures - skipped} record(s) synced, {skipped} skipped, {failures + unread} failed.")
+    return 1 if failures or skipped or unread else 0
+
+
+def _record_folders(roots: list[Path]) -> list[Path]:
+    """The job folders to look at: a root holding record.json is that job's folder; a root that
+    is a record.json is its folder's; any other folder is searched (runner/record_scan.py: no
+    symlink followed). A root that is missing or not a folder is the user's mistake (UserError)."""
+    from runner.errors import UserError
+    from runner.record_scan import record_folders
+
+    found: set[Path] = set()
+    for root in roots:
+        if root.name == FILE and os.path.lexists(root):
+            found.add(root.parent)  # whatever it is: reading it says
+        elif os.path.lexists(root / FILE):
+            found.add(root)
+        elif root.is_dir():
+            found.update(record_folders(root))
+        elif os.path.lexists(root):
+            raise UserError(f"{str(root)!r} is not a folder: give job output folders, or folders that hold them (default: outputs/ and multirun/ here).")
+        else:
+            raise UserError(f"{str(root)!r} does not exist: give job output folders, or folders that hold them (default: outputs/ and multirun/ here).")
+    return sorted(found)
+
+
+def _why_unreadable(exc: Exception) -> str:
+    from runner.record_scan import UnreadableRecord
+
+    if isinstance(exc, UnreadableRecord):
+        return f"{exc}; nothing was uploaded for this folder."
+    if isinstance(exc, ValueError):
+        return f"is not a job record ({str(exc)[:200]}); nothing was uploaded for this folder."
+    return f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})."
 
 
 def _load(folder: Path) -> JobFolder:
-    """record.json read as untrusted data: a regular file of at most 16 MiB holding a JSON object."""
+    """record.json read as untrusted data: a regular file (not a link) of at most 16 MiB holding a JSON object."""
     import json
 
-    from runner.datafiles import read_data_text
+    from runner.record_scan import read_record_text
 
     record = JobFolder.__new__(JobFolder)
     record.folder = Path(folder)
-    record.data = json.loads(read_data_text(record.folder / FILE, FILE, "a job record written by the runner", 16 << 20))
+    record.data = json.loads(read_record_text(record.folder / FILE))
     if not isinstance(record.data, dict):
         raise ValueError("not a JSON object")
     return record

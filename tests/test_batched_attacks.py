@@ -73,3 +73,54 @@ def test_the_end_of_sweep_scan_follows_no_symlink_and_opens_no_fifo(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['0']"
+
+
+def folders_and_names(cwd: Path, sweep_dir: str) -> tuple[list[str], dict[str, str]]:
+    """Each job folder of the sweep (relative to it) holding a record, and each child run's name by its folder."""
+    root = cwd / sweep_dir
+    folders = sorted(str(p.parent.relative_to(root)) for p in root.rglob("record.json"))
+    runs = [r for r in all_runs(cwd, sweep_dir) if r.data.tags.get("sweep") != "true"]
+    return folders, {str(Path(r.data.tags["output_dir"]).relative_to(root)): r.info.run_name for r in runs}
+
+
+@pytest.mark.slow
+def test_hydra_resolver_interpolations_name_each_batched_job_as_the_basic_launcher_does(workdir):
+    """`${hydra:job.override_dirname}` (the resolver form) in hydra.sweep.subdir and
+    `${hydra:job.num}` / `${hydra:runtime.output_dir}` in a job's own config: each batched job
+    resolves them as its own (before: every job of a batch got its first job's folder and name)."""
+    common = ("-m", "optim.lr=0.01,0.02", "trainer.seed=0,1", "trainer.steps=3",
+              "hydra.sweep.subdir=${hydra:job.override_dirname}", "hydra.job.config.override_dirname.exclude_keys=[tracking.experiment,tracking.run_name]",
+              "tracking.run_name=job${hydra:job.num}@${hydra:runtime.output_dir}")
+    seen = {}
+    for launcher in ("basic", "batched"):
+        proc = run_cli(workdir, *common, f"hydra/launcher={launcher}", f"hydra.sweep.dir=sw-{launcher}", f"tracking.experiment=sw-{launcher}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        seen[launcher] = folders_and_names(workdir, f"sw-{launcher}")
+    folders, names = seen["batched"]
+    assert len(folders) == 4 and folders == seen["basic"][0], seen
+    assert any("batch" in r.data.tags for r in all_runs(workdir, "sw-batched"))  # it did batch
+    strip = lambda n: n.replace("sw-basic", "SW").replace("sw-batched", "SW")  # noqa: E731
+    assert {k: strip(v) for k, v in names.items()} == {k: strip(v) for k, v in seen["basic"][1].items()}, seen
+    assert len(set(names.values())) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hostile, said", [
+    (("hydra.job.config.override_dirname.item_sep=/../../",), "outside the sweep folder"),  # before: every job in ../trainer.steps=3, beside the sweep
+    (("hydra.job.config.override_dirname.exclude_keys=[trainer.seed]",), "would share the folder"),  # before: seeds overwrote each other's record
+], ids=["dotdot-separator", "excluded-seed"])
+def test_job_folders_that_leave_the_sweep_or_are_shared_are_refused_alike_by_both_launchers(workdir, hostile, said):
+    """hydra.sweep.subdir=${hydra.job.override_dirname} with hostile override_dirname settings:
+    both launchers refuse the sweep with the same one-paragraph error (exit 2) before any job
+    runs; nothing is written outside the sweep folder."""
+    errors = {}
+    for launcher in ("basic", "batched"):
+        before = set(os.listdir(workdir))
+        proc = run_cli(workdir, "-m", f"hydra/launcher={launcher}", "optim.lr=0.01,0.02", "trainer.seed=0,1", "trainer.steps=3",
+                       "hydra.sweep.subdir=${hydra.job.override_dirname}", f"hydra.sweep.dir=sw-{launcher}", *hostile)
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr and said in proc.stderr, proc.stderr[-3000:]
+        assert not list((workdir / f"sw-{launcher}").rglob("record.json"))
+        assert set(os.listdir(workdir)) - before <= {f"sw-{launcher}", "mlflow.db", "mlflow.db.lock", "mlruns"}, set(os.listdir(workdir)) - before
+        errors[launcher] = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors["batched"]) == 1 and errors["batched"] == [e.replace("sw-basic", "sw-batched") for e in errors["basic"]], errors

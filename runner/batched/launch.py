@@ -8,6 +8,7 @@ sweep.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.batched import plan
 from runner.batched.prepare import JobConfigs, Prepared, not_batchable, others_sharing_program, task_config
+from runner.sweep_folders import job_folder, named_by_number
 
 log = logging.getLogger(__name__)
 FIGURES = ("auto", "true", "false")
@@ -86,11 +88,15 @@ class BatchedSweep:
         HydraConfig.instance().set_config(base)  # for ${hydra:...} in the jobs' configs
         try:
             task_base = task_config(base)
+            # `${hydra:job.num}` and the like in a job's own config: resolved as that job's (its
+            # hydra node set as Hydra sets it for the job), not as the group's first job's
+            own_hydra = "${hydra:" in str(OmegaConf.to_container(task_base, resolve=False))
+            first_cfg = _resolved_as_job(base, task_base, initial_job_idx + first, overrides[first]) if own_hydra else task_base
             try:
                 from runner.trust import check_no_environment
 
-                check_no_environment(task_base)
-                base_exp = compose.build(task_base)
+                check_no_environment(first_cfg)
+                base_exp = compose.build(first_cfg)
             except Exception as exc:  # a UserError or any other: the basic path reports it, job by job
                 log.info(f"Jobs {', '.join(str(initial_job_idx + p) for p in g.jobs)} run one by one: {type(exc).__name__}: {str(exc)[:200]}")
                 return
@@ -102,7 +108,9 @@ class BatchedSweep:
             if self.verify and not self.configs.derived_equals_hydra(g, overrides, initial_job_idx, task_base):
                 log.warning("A derived job config differs from Hydra's composition; composing every job of this group with Hydra.")
                 derive = self.configs.composed
-            prepared = [Prepared(first, initial_job_idx + first, overrides[first], task_base, base_exp)]
+            if own_hydra:
+                derive = _each_as_its_job(base, derive)
+            prepared = [Prepared(first, initial_job_idx + first, overrides[first], first_cfg, base_exp)]
             prepared += others_sharing_program(g, overrides, initial_job_idx, task_base, base_exp, derive)
             if len(prepared) < 2:
                 return
@@ -193,27 +201,30 @@ class BatchedSweep:
         """Each job's hydra.sweep.dir/subdir as Hydra resolves it for the job. With this
         project's `subdir: ${hydra.job.num}` (and a dir that does not depend on the job) that
         is the job's number under the one sweep dir, without resolving the config job by job."""
-        raw = OmegaConf.to_container(base.hydra.sweep, resolve=False)
-        if raw.get("subdir") == "${hydra.job.num}" and "hydra.job" not in str(raw.get("dir")):
+        if named_by_number(base):
             top = str(OmegaConf.select(base, "hydra.sweep.dir"))
             return [Path(os.path.abspath(os.path.join(top, str(j.num)))) for j in jobs]
-        return [self._output_dir(base, j) for j in jobs]
+        return [Path(job_folder(base, j.num, j.overrides)) for j in jobs]
 
-    def _output_dir(self, base: DictConfig, job: Prepared) -> Path:
-        from hydra._internal.config_loader_impl import get_overrides_dirname
-        from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        # What a job's own composition sets that a sweep's folders may name: its number and its
-        # override_dirname (`hydra.sweep.subdir=${hydra.job.override_dirname}`), as Hydra makes it.
-        app = [o for o in OverridesParser.create().parse_overrides(list(job.overrides)) if not o.is_hydra_override()]
-        named = base.hydra.job.config.override_dirname
-        with read_write(base.hydra), open_dict(base.hydra):
-            base.hydra.job.num = job.num
-            base.hydra.job.id = job.num
-            base.hydra.job.override_dirname = get_overrides_dirname(
-                overrides=app, kv_sep=named.kv_sep, item_sep=named.item_sep, exclude_keys=named.exclude_keys)
-        out = os.path.join(str(OmegaConf.select(base, "hydra.sweep.dir")), str(OmegaConf.select(base, "hydra.sweep.subdir")))
-        return Path(os.path.abspath(out))
+def _resolved_as_job(base: DictConfig, task_base: DictConfig, num: int, overrides: list[str]) -> DictConfig:
+    """The task config with every interpolation resolved as job `num`'s (`${hydra:job.num}`,
+    `${hydra:job.override_dirname}`, `${hydra:runtime.output_dir}`): its hydra node set first."""
+    job_folder(base, num, overrides)
+    cfg = copy.deepcopy(task_base)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def _each_as_its_job(base: DictConfig, derive):
+    """`derive`, with each job's config resolved as that job's (see _resolved_as_job)."""
+    def derive_as_job(task_base: DictConfig, values: dict, overrides: list[str], idx: int) -> DictConfig:
+        job_folder(base, idx, overrides)
+        cfg = derive(task_base, values, overrides, idx)
+        OmegaConf.resolve(cfg)
+        return cfg
+
+    return derive_as_job
 
 
 def validate_once_per_group() -> None:
@@ -229,8 +240,16 @@ def validate_once_per_group() -> None:
         return
 
     def validate(self, batch) -> None:
+        from runner.errors import UserError
+        from runner.sweep_folders import check_batch
+
         overrides = [list(o) for o in batch]
         original(self, [overrides[g.jobs[0]] for g in plan.group(overrides)])
+        try:
+            check_batch(self, overrides)  # each job a folder of its own inside the sweep's
+        except UserError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
 
     validate.once_per_group = True
     Sweeper.validate_batch_is_legal = validate

@@ -108,10 +108,16 @@ def not_batchable(exp) -> str:
 def same_program(base, exp) -> bool:
     """Everything but the seed and the optimiser's and schedule's values is the base job's."""
     strip = lambda t: {k: v for k, v in t.items() if k != "seed"}  # noqa: E731
+    rest = lambda e: {k: (_but_run_name(v) if k == "tracking" else v) for k, v in e.resolved.items() if k not in ("optim", "sched", "trainer")}  # noqa: E731
     return (exp.plugins == base.plugins and strip(exp.trainer) == strip(base.trainer) and exp.device == base.device
             and exp.job.dtype == base.job.dtype and exp.job.needs.elementwise and not exp.job.compile.compile
-            and {k: v for k, v in exp.resolved.items() if k not in ("optim", "sched", "trainer")}
-            == {k: v for k, v in base.resolved.items() if k not in ("optim", "sched", "trainer")})
+            and rest(exp) == rest(base))
+
+
+def _but_run_name(tracking):
+    """A job's tracking settings but its run name (`tracking.run_name=job${hydra:job.num}` names
+    each job its own: each record uses its own, the program is the same)."""
+    return {k: v for k, v in tracking.items() if k != "run_name"} if isinstance(tracking, dict) else tracking
 
 
 def task_config(sweep_config: DictConfig) -> DictConfig:

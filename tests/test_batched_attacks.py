@@ -3,8 +3,10 @@ non-regular files where a job's record.json should be (the end-of-sweep scan, `s
 folder names made from overrides, and interrupts during a batch's bulk close."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,93 @@ def test_job_folders_that_leave_the_sweep_or_are_shared_are_refused_alike_by_bot
         assert set(os.listdir(workdir)) - before <= {f"sw-{launcher}", "mlflow.db", "mlflow.db.lock", "mlruns"}, set(os.listdir(workdir)) - before
         errors[launcher] = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors["batched"]) == 1 and errors["batched"] == [e.replace("sw-basic", "sw-batched") for e in errors["basic"]], errors
+
+
+def helpers_of(pid: int) -> list[int]:
+    """The MLflow helper processes the runner process `pid` started (runner/store/helper.py)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and "runner.store.helper" in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def first_closed(sweep: Path) -> bool:
+    """A job folder's record.json says its record is closed (RunRecord._send_end wrote its status)."""
+    for path in sweep.glob("*/record.json"):
+        try:
+            if json.loads(path.read_text()).get("status") != "RUNNING":
+                return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("window, sig, code", [
+    ("closing-records", signal.SIGINT, 130),  # held as the first result.json appears: the first record's close waits on the store
+    ("bulk-requests", signal.SIGINT, 130),  # held once a record is closed: the others close without the store, then close_runs waits
+    ("bulk-requests", signal.SIGTERM, 143),
+], ids=["ctrl-c-closing-records", "ctrl-c-bulk-requests", "sigterm-bulk-requests"])
+def test_an_interrupt_during_the_batchs_bulk_close_leaves_nothing_running_and_sync_completes_it(workdir, window, sig, code):
+    """The batch's loop has ended and its records are being closed (each record, then close_runs:
+    final metrics, result.json/config.yaml, statuses, a request each for the whole batch) when
+    Ctrl-C reaches the process group or SIGTERM the sweep. The MLflow helper is held (SIGSTOP) at
+    that point, so the requests wait on it and the signal lands there every time. Afterwards no
+    run is RUNNING, the exit status is 130/143, no raw traceback, and `sync` completes each job:
+    its final metrics and result.json in the store, each loss point once. (Before: the records
+    said synced although the bulk requests never went; the record cut short said RUNNING.)"""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    jobs = 15
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=batched", f"trainer.seed=range(0,{jobs})", "optim.lr=0.01,0.02",
+                             "trainer.steps=2000", "trainer.progress=off", "hydra.launcher.figures=false", "hydra.sweep.dir=sw"],
+                            cwd=workdir, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    stopped = []
+    try:
+        deadline = time.time() + 240
+        reached = (lambda: first_closed(workdir / "sw")) if window == "bulk-requests" else (lambda: list((workdir / "sw").glob("*/result.json")))
+        while not reached():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.002)
+        stopped = helpers_of(proc.pid)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        assert stopped
+        time.sleep(1.5)  # every record closed; the bulk close waits on the held helper
+        os.killpg(proc.pid, signal.SIGINT) if sig == signal.SIGINT else proc.send_signal(sig)
+        time.sleep(0.5)
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, out[-2000:] + err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    runs = all_runs(workdir)
+    assert len(runs) == 2 * jobs + 1 and not [r for r in runs if r.info.status == "RUNNING"], [(r.info.run_name, r.info.status) for r in runs]
+    synced = run_cli(workdir, "sync", str(workdir / "sw"), process=True)
+    assert synced.returncode == 0, synced.stdout[-2000:] + synced.stderr[-2000:]
+    from conftest import store
+
+    client = store(workdir)
+    for run in all_runs(workdir):
+        if run.data.tags.get("sweep") == "true":
+            assert run.info.status == "KILLED"
+            continue
+        assert run.info.status in ("FINISHED", "KILLED"), (run.info.run_name, run.info.status)
+        assert "final_loss" in run.data.metrics and "result.json" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.info.run_name
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == len({p.step for p in client.get_metric_history(run.info.run_id, "loss")})

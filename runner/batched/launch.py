@@ -277,9 +277,36 @@ def _close_all(records: list, entered: list, failure: Optional[BaseException], c
             pass
         except KeyboardInterrupt as again:  # while closing: the rest are closed KILLED too
             interrupt = interrupt or again
+            _killed_while_closing(r, again)
     if failure is not None and not isinstance(failure, (KeyboardInterrupt, Exception)):
         return failure  # SystemExit and the like go on
     return interrupt
+
+
+def _killed_while_closing(record, exc: KeyboardInterrupt) -> None:
+    """A record whose close an interrupt cut short (waiting on the store, as the batch's bulk
+    requests do): closed again, KILLED, as a job alone interrupted while closing is (its final
+    metrics and result.json kept); if that fails too, KILLED in its job folder and not synced
+    (its points are in metrics.csv, for `sync`). A second interrupt leaves at once (runner/signals.py)."""
+    from runner import signals
+
+    if getattr(record, "_terminated", False):
+        return  # its status was already queued: only the bulk requests are left (close_runs)
+    try:
+        record._failed_by(exc)
+        record._close()
+        return
+    except BaseException:  # a second failure: what the folder says is below
+        pass
+    if getattr(record, "_terminated", False):
+        return
+    record.status, record.error = "KILLED", signals.describe(exc)
+    try:
+        record.folder.update(status="KILLED", error=record.error, synced=False)
+    except Exception:
+        pass
+    record.shared.statuses.append((record.run_id, "KILLED"))
+    record.shared.deferred.append((record.run_id, [], [], [("error", record.error)]))
 
 
 def _write_hydra_files(out: Path, job: Prepared) -> None:

@@ -135,25 +135,39 @@ def close_runs(client, records: list) -> Optional[BaseException]:
             client.log_batches(deferred)
         if artifacts:
             client.log_artifacts_bulk(artifacts)
-    except Exception as exc:  # the store is gone: each job folder keeps its record for sync
-        failure = exc
+    except BaseException as exc:  # the store is gone, or Ctrl-C/SIGTERM cut the bulk requests: each job folder keeps its record for sync
         for r in records:
             r.folder.update(synced=False)
+        if not isinstance(exc, Exception):
+            _close_statuses(client, records, done)  # tried all the same: no run left RUNNING
+            raise
+        failure = exc
     if not done:
         return failure
+    return _close_statuses(client, records, done) or failure
+
+
+def _close_statuses(client, records: list, done: list) -> Optional[BaseException]:
+    """The statuses in one request; on failure each run alone, and a record whose status could
+    not be set says so in its job folder (`synced`: false)."""
+    if not done:
+        return None
+    failure = None
     try:
         client.set_terminated_runs(done)
-        return failure
-    except Exception as exc:
-        failure = failure or exc
+        return None
+    except BaseException as exc:
+        failure = exc
     by_id = {r.run_id: r for r in records if getattr(r, "run_id", None)}
     for run_id, status in done:
         try:
             client.set_terminated(run_id, status)
-        except Exception:
+        except BaseException:
             record = by_id.get(run_id)
             if record is not None:
                 record.folder.update(synced=False)
+    if not isinstance(failure, Exception):
+        raise failure
     return failure
 
 

@@ -246,9 +246,22 @@ def _complete(client, record: JobFolder, run, points, artifacts, status: str) ->
     ts = max([t for _, _, t, _ in points], default=0)
     tags = [("error", str(d["error"])[:5000])] if d.get("error") else []
     tags.append(("synced_from", str(folder)))
-    client.log_batch(run_id, metrics=[(str(k), float(v), ts, 0) for k, v in (d.get("final_metrics") or {}).items()], tags=tags)
+    have_final = run.data.metrics  # a final metric the run already holds is not logged again (a second point)
+    finals = [(str(k), float(v), ts, 0) for k, v in (d.get("final_metrics") or {}).items() if not _same_value(have_final.get(str(k)), v)]
+    client.log_batch(run_id, metrics=finals, tags=tags)
     present = {a.path for a in client.list_artifacts(run_id)}
     for path in artifacts:
         if path.name not in present:
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status if status != "RUNNING" else "KILLED")
+
+
+def _same_value(have, value) -> bool:
+    """The store's latest value of a metric is the record's (NaN equal to NaN)."""
+    import math
+
+    try:
+        a, b = float(have), float(value)
+    except (TypeError, ValueError):
+        return False
+    return a == b or (math.isnan(a) and math.isnan(b))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ class JobFolder:
     def __init__(self, folder: Path, **data: Any):
         self.folder = Path(folder)
         self.data: dict[str, Any] = {"status": "RUNNING", "synced": False, "final_metrics": {}, "artifacts": [], **data}
+        _start_afresh(self.folder)
         self.save()
 
     @classmethod
@@ -63,6 +65,26 @@ class JobFolder:
                 key, step, value, ts = parts
                 points.append((key, float(value), int(ts), int(step)))
         return points
+
+
+# The files a record writes in its folder, besides record.json (replaced atomically) and the figures.
+RECORD_FILES = (FILE + ".tmp", "metrics.csv", "result.json", "config.yaml", "traceback.txt")
+
+
+def _start_afresh(folder: Path) -> None:
+    """A new record in this folder: what an earlier job left under the record's file names goes
+    first. metrics.csv is appended to, so an old one would mix two jobs' points (a sweep folder
+    used again); and a FIFO there (opened for writing it blocks until a reader comes: forever),
+    or a symlink (written through to another file), must not be where the record writes.
+    Directories are left alone (writing there fails and is reported as a job folder that could
+    not be written)."""
+    for name in RECORD_FILES:
+        path = os.path.join(folder, name)
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 HYDRA_FILES = (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml")

@@ -218,3 +218,29 @@ def test_an_interrupt_during_the_batchs_bulk_close_leaves_nothing_running_and_sy
         for key in run.data.metrics:  # each point once, though sync was told every job of the batch is incomplete
             points = client.get_metric_history(run.info.run_id, key)
             assert len(points) == len({p.step for p in points}), (run.info.run_name, key, [(p.step, p.value, p.timestamp) for p in points])
+
+
+@pytest.mark.slow
+def test_a_reused_sweep_folder_with_fifos_and_stale_files_where_a_job_writes_does_not_hang_or_mix_records(workdir):
+    """A sweep folder used again (hydra.sweep.dir fixed) whose job folders hold a FIFO where the
+    record writes record.json.tmp, result.json, config.yaml or metrics.csv (opened the plain way
+    for writing, a FIFO blocks until a reader comes: before, the sweep hung there for good), and
+    an old metrics.csv (before, the new job's points were appended to it: sync would upload both
+    jobs' points as one). Each job starts its record's files afresh."""
+    sweep = workdir / "sw"
+    for job, name in enumerate(("record.json.tmp", "result.json", "config.yaml", "metrics.csv")):
+        (sweep / str(job)).mkdir(parents=True)
+        os.mkfifo(sweep / str(job) / name)
+    (sweep / "4").mkdir()
+    (sweep / "4" / "metrics.csv").write_text("loss,999,123.0,1\n")
+    proc = run_process(workdir, "-m", "hydra/launcher=batched", "trainer.seed=0,1,2,3,4", "trainer.steps=20", "hydra.sweep.dir=sw", timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "could not be written" not in proc.stderr, proc.stderr[-3000:]
+    for job in range(5):
+        folder = sweep / str(job)
+        record = json.loads((folder / "record.json").read_text())
+        assert record["status"] == "FINISHED" and record["synced"] is True
+        for name in ("result.json", "config.yaml", "metrics.csv"):
+            assert (folder / name).is_file() and not (folder / name).is_symlink(), (job, name)
+        steps = [int(line.split(",")[1]) for line in (folder / "metrics.csv").read_text().splitlines() if line.startswith("loss,")]
+        assert steps and steps == sorted(set(steps)) and 999 not in steps and steps[-1] == 20, (job, steps)

@@ -244,3 +244,26 @@ def test_a_reused_sweep_folder_with_fifos_and_stale_files_where_a_job_writes_doe
             assert (folder / name).is_file() and not (folder / name).is_symlink(), (job, name)
         steps = [int(line.split(",")[1]) for line in (folder / "metrics.csv").read_text().splitlines() if line.startswith("loss,")]
         assert steps and steps == sorted(set(steps)) and 999 not in steps and steps[-1] == 20, (job, steps)
+
+
+def test_an_unreadable_record_is_named_by_sync_and_skipped_by_the_sweeps_scan(tmp_path, monkeypatch, capsys):
+    """A record.json the user may not read (EACCES: simulated, the tests may run as root, who
+    reads anything): sync says so for that folder and exits 1; the end-of-sweep scan skips it."""
+    import runner.record_scan as scan
+    from runner import sweep, sync
+
+    folder = tmp_path / "multirun" / "0"
+    folder.mkdir(parents=True)
+    (folder / "record.json").write_text(json.dumps({"status": "FINISHED", "synced": False, "tags": {"mlflow.parentRunId": "P"}}))
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith("record.json"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(scan.os, "open", refuse)
+    assert sweep._unsynced_jobs(tmp_path / "multirun", "P") == []
+    assert sync.main([str(tmp_path / "multirun")]) == 1
+    err = capsys.readouterr().err
+    assert f"could not sync {folder}: its record.json cannot be read (Permission denied)" in err, err

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from runner.errors import UserError
 
+NAME_MAX = 255  # bytes in one folder name: ext4, xfs, btrfs, tmpfs, APFS
+
 
 def job_folder(composed: DictConfig, num: int, overrides: Sequence[str]) -> str:
     """The folder Hydra gives the job `num` with these overrides, from a composed sweep config of
@@ -79,6 +81,12 @@ def check_batch(sweeper, batch: Sequence[Sequence[str]]) -> None:
                         f"{sweep_dir!r}: hydra.sweep.subdir ({_raw_subdir(config)}) with its override_dirname settings (kv_sep, item_sep, "
                         "exclude_keys) or a value with '/' or '..' makes that path. Each job needs a folder of its own inside the sweep's: "
                         "keep '/' and '..' out of the separators, or add ${hydra.job.num} to hydra.sweep.subdir. No job of this batch was run.")
+                long = [part for part in folder.split(os.sep) if len(os.fsencode(part)) > NAME_MAX]
+                if long:
+                    raise UserError(
+                        f"Job #{num} ({shown[:300]}) would write to a folder whose name {long[0][:60]!r}... is {len(os.fsencode(long[0]))} bytes, "
+                        f"more than a file system takes ({NAME_MAX}): hydra.sweep.subdir ({_raw_subdir(config)}) names it after the job's overrides. "
+                        "Exclude the long ones (hydra.job.config.override_dirname.exclude_keys) or use ${hydra.job.num}. No job of this batch was run.")
                 if folder in claimed:
                     other, other_shown = claimed[folder]
                     raise UserError(

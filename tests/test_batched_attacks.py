@@ -110,7 +110,8 @@ def test_hydra_resolver_interpolations_name_each_batched_job_as_the_basic_launch
 @pytest.mark.parametrize("hostile, said", [
     (("hydra.job.config.override_dirname.item_sep=/../../",), "outside the sweep folder"),  # before: every job in ../trainer.steps=3, beside the sweep
     (("hydra.job.config.override_dirname.exclude_keys=[trainer.seed]",), "would share the folder"),  # before: seeds overwrote each other's record
-], ids=["dotdot-separator", "excluded-seed"])
+    (("tracking.run_name='" + "é" * 200 + "'",), "more than a file system takes"),  # before: exit 1, Hydra's OSError (and a traceback from batched)
+], ids=["dotdot-separator", "excluded-seed", "long-unicode-value"])
 def test_job_folders_that_leave_the_sweep_or_are_shared_are_refused_alike_by_both_launchers(workdir, hostile, said):
     """hydra.sweep.subdir=${hydra.job.override_dirname} with hostile override_dirname settings:
     both launchers refuse the sweep with the same one-paragraph error (exit 2) before any job
@@ -267,3 +268,64 @@ def test_an_unreadable_record_is_named_by_sync_and_skipped_by_the_sweeps_scan(tm
     assert sync.main([str(tmp_path / "multirun")]) == 1
     err = capsys.readouterr().err
     assert f"could not sync {folder}: its record.json cannot be read (Permission denied)" in err, err
+
+
+class _Interrupting:
+    """A helper connection whose send or recv is cut by Ctrl-C once (the signal lands there)."""
+
+    def __init__(self, cut: str):
+        self.cut, self.sent, self.answers, self.closed = cut, [], [], False
+
+    def send(self, message):
+        if self.closed:
+            raise OSError("handle is closed")
+        if self.cut == "send":
+            self.cut = None
+            raise KeyboardInterrupt  # part of a large request may be on its way: the stream is lost
+        self.sent.append(message)
+        self.answers.append((True, f"answer to {message[0]}"))
+
+    def recv(self):
+        if self.cut == "recv":
+            self.cut = None
+            raise KeyboardInterrupt
+        return self.answers.pop(0)
+
+    def close(self):
+        self.closed = True
+
+
+def helper_with(conn):
+    import threading
+
+    from runner.store.helper import HelperClient
+
+    client = HelperClient.__new__(HelperClient)
+    client._conn, client._lock, client._unanswered, client._failure = conn, threading.Lock(), [], None
+    return client
+
+
+def test_a_request_cut_by_ctrl_c_while_it_is_written_closes_the_helper_connection_instead_of_hanging():
+    """A KeyboardInterrupt in the middle of sending a request to the MLflow helper (seen: a
+    batch's points, a large message, to a helper that read slowly) left half a message in the
+    socket; the helper then waited for its rest and the job for an answer, both for good. Now the
+    connection is closed: later calls fail at once as with a helper gone (the job folders keep
+    the record for sync)."""
+    from runner.store.client import StoreError
+
+    client = helper_with(_Interrupting("send"))
+    with pytest.raises(KeyboardInterrupt):
+        client.log_batches([("run", [("loss", 1.0, 0, 0)], [], [])])
+    assert client._conn.closed
+    with pytest.raises(StoreError, match="interrupt cut a request"):
+        client.set_terminated_runs([("run", "KILLED")])
+
+
+def test_an_answer_awaited_when_ctrl_c_lands_is_read_before_the_next_one():
+    """Interrupted while waiting for its answer, a request's answer is still read back first:
+    the next call gets its own answer, not the previous one's."""
+    client = helper_with(_Interrupting("recv"))
+    with pytest.raises(KeyboardInterrupt):
+        client.open_experiment("first")
+    assert client.open_experiment("second") == "answer to open_experiment" and client._conn.sent[-1] == ("open_experiment", ("second",))
+    assert not client._conn.answers and not client._unanswered

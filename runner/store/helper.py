@@ -63,16 +63,24 @@ class HelperClient:
 
     def _call(self, name: str, *args: Any, wait: bool = True) -> Any:
         with self._lock:
+            stage = "send"
             try:
                 self._conn.send((name, args))
+                stage = "earlier answers"
                 if not wait:
                     self._unanswered.append(name)
                     return None
                 self._read_unanswered()
+                stage = "answer"
                 ok, value = self._conn.recv()
             except (OSError, EOFError) as exc:
                 self._unanswered.clear()
+                if self._cut:
+                    raise StoreError("the connection to the MLflow helper was closed: an interrupt cut a request in the middle") from None
                 raise StoreError(f"the MLflow helper process stopped ({type(exc).__name__}: {exc})") from None
+            except BaseException:  # Ctrl-C or SIGTERM (KeyboardInterrupt) in the middle of the exchange
+                self._interrupted(stage, name)
+                raise
             failure, self._failure = self._failure, None
         if not ok:
             raise _error(value)
@@ -80,10 +88,30 @@ class HelperClient:
             raise failure
         return value
 
+    _cut = False  # the connection was closed after an interrupt cut a request
+
+    def _interrupted(self, stage: str, name: str) -> None:
+        """Keep the connection's requests and answers paired after an interrupt: a request whose
+        answer was being awaited is read back before the next one's; a request cut while it was
+        being written (a large one, to a helper that reads slowly) leaves the stream unreadable, so
+        the connection is closed: later calls fail as with a helper gone (the record is kept for
+        `sync`), and the helper closes the runs it had open KILLED as it leaves (before, both sides
+        waited on each other for good)."""
+        if stage == "answer":
+            self._unanswered.append(name)
+        elif stage == "send":
+            self._unanswered.clear()
+            self._cut = True
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+
     def _read_unanswered(self) -> None:
         while self._unanswered:
-            name = self._unanswered.pop(0)
+            name = self._unanswered[0]
             ok, value = self._conn.recv()
+            self._unanswered.pop(0)  # after its answer: an interrupt while waiting leaves it to be read next time
             if ok:
                 continue
             if name in _BACKGROUND:  # a figure: the record is complete without it

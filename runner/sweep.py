@@ -80,7 +80,7 @@ def start(config: DictConfig) -> SweepParent:
         prestart()  # the jobs run in this process: their MLflow helper imports while this one opens the parent
     client = store.connect(uri, in_process=True)
     experiment_id = client.open_experiment(config.tracking.experiment)
-    overrides = [str(o) for o in config.hydra.overrides.task]
+    overrides = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]  # as typed: `${hydra:job.num}` has no job here
     choices = config.hydra.runtime.choices
     sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
     tags = {
@@ -90,7 +90,7 @@ def start(config: DictConfig) -> SweepParent:
         "hydra_launcher": str(choices.get("hydra/launcher")),
         "hydra_sweeper": str(choices.get("hydra/sweeper")),
     }
-    name = config.tracking.run_name or sweep_name(overrides)
+    name = _parent_name(config, overrides)
     run_id = client.create_run(experiment_id, name, tags)
     params = [("sweep.overrides", " ".join(overrides)[:6000]), ("sweep.launcher", tags["hydra_launcher"]), ("sweep.sweeper", tags["hydra_sweeper"])]
     client.log_batch(run_id, params=params)
@@ -99,6 +99,17 @@ def start(config: DictConfig) -> SweepParent:
     _Sweeps.open = OpenSweep(parent, MetricStream(client, run_id, record_dir=sweep_dir, uri=uri))  # beats until finish()
     store.connect(uri).watch(run_id)  # closed KILLED by the helper if this process ends abruptly
     return parent
+
+
+def _parent_name(config: DictConfig, overrides: list[str]) -> str:
+    """tracking.run_name, or one made of the sweep's overrides. A run name that names each job
+    (`${hydra:job.num}`: no job exists yet) names the parent by the overrides too (before, it
+    raised here, Hydra only warned, and the sweep ran with no parent run)."""
+    try:
+        given = config.tracking.run_name
+    except Exception:
+        given = None
+    return str(given) if given else sweep_name(overrides)
 
 
 def is_open() -> bool:

@@ -104,6 +104,9 @@ def test_hydra_resolver_interpolations_name_each_batched_job_as_the_basic_launch
     strip = lambda n: n.replace("sw-basic", "SW").replace("sw-batched", "SW")  # noqa: E731
     assert {k: strip(v) for k, v in names.items()} == {k: strip(v) for k, v in seen["basic"][1].items()}, seen
     assert len(set(names.values())) == 4
+    for launcher in ("basic", "batched"):  # the sweep's parent exists (a run name naming each job once stopped it opening)
+        parents = [r for r in all_runs(workdir, f"sw-{launcher}") if r.data.tags.get("sweep") == "true"]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
 
 @pytest.mark.slow

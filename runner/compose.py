@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import needs as optim_needs
 from runner import registry
 from runner.errors import UserError
-from runner.signature import coerce_arguments
+from runner.signature import coerce_arguments, with_defaults
 
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
 MAX_REPLICAS = 10_000  # trainer.replicas: R sets of parameters, optimiser states and results in memory
@@ -84,9 +84,10 @@ def build(cfg: DictConfig, problem=None, seed_global: bool = True) -> Experiment
     job = Job(problem, seeds, device, dtype, make_optimizer, make_scheduler, optim_factory,
               lambda generator: problem.initial_params(generator, device, dtype), trainer["compile"], needs, steps=trainer["steps"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["problem"], resolved["optim"] = _plain(problem_kwargs), _plain(optim_kwargs)
+    resolved["problem"] = _plain(with_defaults(problem_factory, problem_kwargs))
+    resolved["optim"] = _plain(with_defaults(optim_factory, optim_kwargs))
     if sched_name is not None:
-        resolved["sched"] = _plain(sched_kwargs)
+        resolved["sched"] = _plain(with_defaults(sched_factory, sched_kwargs))
     resolved["trainer"].update(device=str(device), dtype=str(dtype).removeprefix("torch."))  # cpu or cuda:N: one name a device
     plugins = {"problem": problem_name, "optim": optim_name, **({"sched": sched_name} if sched_name else {})}
     return Experiment(problem, job, trainer, device, plugins, resolved, device_note)

@@ -86,6 +86,13 @@ def coerce_arguments(factory: Any, values: Mapping[str, Any], prefix: str) -> di
     return kwargs
 
 
+def with_defaults(factory: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """`kwargs` and the defaults of the settable arguments they leave out (a key deleted with
+    `~optim.lr`): every value the callable runs with, for the record and the run's name."""
+    defaults = {k: _to_config(p.default) for k, p in config_parameters(factory).items() if p.default is not _MISSING}
+    return {**defaults, **kwargs}
+
+
 def _type_hints(target: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(target)

@@ -99,6 +99,15 @@ def test_a_good_sweep_still_runs(workdir):
     assert len(all_runs(workdir)) == 3  # the parent and two jobs
 
 
+def test_a_deleted_plugin_argument_is_recorded_with_the_default_used(workdir):
+    # `~optim.lr` leaves the plugin's own default (adam: 0.1) to the run: its name and params say so
+    proc = run_cli(workdir, "~optim.lr", "trainer.steps=5")
+    assert proc.returncode == 0, proc.stderr
+    [run] = all_runs(workdir)
+    assert run.data.params.get("optim.lr") == "0.1", run.data.params
+    assert run.info.run_name == "poly-adam-lr=0.1-steps=5", run.info.run_name
+
+
 def test_cfg_job_shows_the_defaults_the_run_uses(workdir):
     proc = run_cli(workdir, "--cfg", "job", "--package", "problem")
     assert proc.returncode == 0, proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -16,6 +17,8 @@ from runner.errors import UserError
 from runner.signature import coerce_arguments, with_defaults
 
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
+DTYPE_NAMES = ("auto", "float32", "float64")  # runner/devices.py's DTYPES, named here without importing torch
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")  # what runner/devices.py's resolve_device reads
 MAX_REPLICAS = 10_000  # trainer.replicas: R sets of parameters, optimiser states and results in memory
 SEED_RANGE = (-(2**63), 2**64 - 1)  # torch.Generator.manual_seed's range
 
@@ -114,6 +117,11 @@ def check_trainer(t: DictConfig | dict) -> dict[str, Any]:
     if t["compile"] not in MODES:
         raise UserError(f"trainer.compile={t['compile']!r} is not allowed; allowed: {', '.join(MODES)} "
                         "(auto: compile the loss where the problem says it pays).")
+    # the names alone, so that a sweep's bad value is refused before any job (is a device there: when a job builds)
+    if t["dtype"] not in DTYPE_NAMES:
+        raise UserError(f"trainer.dtype={t['dtype']!r} is not supported; allowed: {', '.join(DTYPE_NAMES)}.")
+    if not DEVICE_NAME.fullmatch(str(t["device"])):
+        raise UserError(f"trainer.device={t['device']!r} is not a device this runner knows; allowed: auto, cpu, cuda, cuda:N.")
     if t["progress"] not in PROGRESS_MODES:
         raise UserError(f"trainer.progress={t['progress']!r} is not allowed; allowed: {', '.join(PROGRESS_MODES)}.")
     return t

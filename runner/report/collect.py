@@ -194,7 +194,9 @@ def _load_history(client, run: RunData) -> None:
 def _set_history(run: RunData, metrics: dict[str, list]) -> None:
     points = sorted(metrics.get("loss", ()))
     origin = run.started_at if run.started_at is not None else (points[0][2] / 1000 if points else 0.0)
-    run.history = [(s, v, max(ts / 1000 - origin, 0.0)) for s, v, ts in points]
+    from runner.store.uri import unclip
+
+    run.history = [(s, unclip(v), max(ts / 1000 - origin, 0.0)) for s, v, ts in points]  # inf, as final_loss
     run.evals = {s: v for s, v, _ in metrics.get("evals", ())}  # none before they were counted
     if run.replicas > 1:
         for key in ("loss_q10", "loss_q90"):

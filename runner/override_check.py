@@ -68,7 +68,8 @@ def check(argv: list[str]) -> None:
         schema.check_override(key, inner, f"{key}: {text} in the sweeper's search space (hydra.sweeper.params)")
         if inner is not None:
             space.append(inner)
-    check_swept_values(schema.params, ours + space)  # only swept values (a grid's, a search space's) are built here
+    multirun = bool(space) or any(a in ("-m", "--multirun") for a in argv)
+    check_swept_values(schema.params, ours + space, multirun)  # swept values (a grid's, a search space's), and in a sweep the fixed ones
 
 
 def override_values(o) -> list[Any]:

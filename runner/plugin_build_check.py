@@ -13,7 +13,7 @@ from runner.errors import UserError
 from runner.override_check import PLUGIN_GROUPS, override_values
 
 
-def check_swept_values(params: dict, overrides) -> None:
+def check_swept_values(params: dict, overrides, multirun: bool = False) -> None:
     """A sweep's values that only a plugin can judge (Adam's lr=-1, poly's n_samples=0): each
     swept value of `G.ARG` is given to each chosen plugin of G, built once with the command
     line's other G arguments (and the first value of each other swept one) and once with that
@@ -25,7 +25,7 @@ def check_swept_values(params: dict, overrides) -> None:
     `params`: group -> chosen plugin -> argument -> inspect.Parameter (override_check.Schema.params);
     `overrides`: Hydra's parsed overrides of the command line and the sweeper's search space."""
     for group in PLUGIN_GROUPS:
-        fixed, swept = {}, []
+        fixed, swept, fixed_lines = {}, [], {}
         for o in overrides:
             key = o.key_or_group
             if key.startswith(group + ".") and "." not in key[len(group) + 1:] and not key[len(group) + 1:].startswith("_") and not o.is_delete():
@@ -33,9 +33,12 @@ def check_swept_values(params: dict, overrides) -> None:
                     swept.append((key[len(group) + 1:], o))
                 else:
                     fixed[key[len(group) + 1:]] = o.value()
-        if not swept or any(isinstance(v, str) and "${" in v for v in fixed.values()):
-            continue  # nothing swept, or an interpolation only Hydra resolves
+                    fixed_lines[key[len(group) + 1:]] = o.input_line or key
+        if not (swept or (multirun and fixed)) or any(isinstance(v, str) and "${" in v for v in fixed.values()):
+            continue  # nothing swept (nor fixed in a sweep), or an interpolation only Hydra resolves
         for name, args in params[group].items():
+            if multirun and fixed:
+                _check_fixed_values(group, name, args, fixed, fixed_lines, swept)
             for arg, o in swept:
                 # The base is one real job: the fixed arguments and the first value of every
                 # other swept one (problem.start=1,2 is judged on the swept dataset, not the default).
@@ -51,6 +54,24 @@ def check_swept_values(params: dict, overrides) -> None:
                     if why is not None:
                         raise UserError(f"{group}={name} refuses {group}.{arg}={value!r} (in {o.input_line}): {why.rstrip('.')}. "
                                         "A bad value anywhere in a sweep refuses the whole sweep; nothing was run.")
+
+
+def _check_fixed_values(group: str, name: str, args: dict, fixed: dict, lines: dict, swept: list) -> None:
+    """In a sweep, the fixed arguments of `group` that plugin `name` refuses: every one of its jobs
+    would fail, so the sweep is refused as for a bad swept value (`-m optim=adam,sgd optim.lr=-1`).
+    Judged like a swept value: on a build with the first value of each swept argument that works,
+    one fixed argument at a time, then all of them together."""
+    base = {k: _convert(args[k].annotation, override_values(o)[0]) for k, o in swept
+            if override_values(o) and not (isinstance(override_values(o)[0], str) and "${" in override_values(o)[0])}
+    if _build(group, name, base) is not None:
+        return  # cannot be built here, or fails without them: the jobs say why
+    converted = {k: _convert(args[k].annotation, v) for k, v in fixed.items()}
+    for culprits in [[k] for k in converted] + ([list(converted)] if len(converted) > 1 else []):
+        why = _build(group, name, {**base, **{k: converted[k] for k in culprits}})
+        if why is not None:
+            shown = " ".join(lines[k] for k in culprits)
+            raise UserError(f"{group}={name} refuses {shown}: {why.rstrip('.')}. Every job of the sweep with "
+                            f"{group}={name} would fail; a bad value anywhere in a sweep refuses the whole sweep; nothing was run.")
 
 
 def _convert(annotation: Any, value: Any) -> Any:

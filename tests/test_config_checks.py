@@ -72,6 +72,8 @@ SWEEPS_REFUSED = [
     (["experiment=tutorial_poly,tutorial_pol"], ["'tutorial_pol'", "tutorial_poly"]),
     (["trainer.steps=10,ten"], ["trainer.steps", "'ten'", "integer"]),
     (["trainer.steps=10,0"], ["trainer.steps=0", "at least 1"]),
+    (["optim=adam,sgd", "optim.lr=-1"], ["optim.lr=-1", "Invalid learning rate"]),  # a fixed value every job would fail on
+    (["optim=adam,sgd", "problem.n_samples=0"], ["problem.n_samples=0", "at least 1"]),
     (["trainer.dtype=float32,float46"], ["trainer.dtype='float46'", "float64"]),
     (["trainer.device=cpu,cpuu"], ["trainer.device='cpuu'", "cuda:N"]),
     (["optim.lr=0.1,fast"], ["optim.lr", "'fast'", "number"]),

@@ -35,7 +35,8 @@ class Progress:
             self.bar.update(done - self.bar.n)
         elif self.mode == "lines":
             now = time.perf_counter()
-            if now >= self.next_line or done == self.total:
+            # a hand-over without new points (the loop's last flush) repeats no step already shown
+            if done != self.last_printed and (now >= self.next_line or done == self.total):
                 self.next_line = now + self.LINE_SECONDS
                 self._line(done, loss, now)
 

@@ -142,6 +142,20 @@ def test_progress_lines_every_few_seconds_whatever_the_steps(monkeypatch, capsys
     assert capsys.readouterr().out.splitlines()[-1].startswith("[p] step 370/1000  loss 0.5")
 
 
+
+def test_progress_lines_print_each_step_once(capsys):
+    # The loop hands over its last points, then once more with none (a flush): one line for the end.
+    from runner import console
+
+    progress = console.Progress(1000, "lines", label="p")
+    progress.update(10, 2.0)
+    progress.update(1000, 1.0)
+    progress.update(1000, None)
+    progress.end(1000, 1.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[0] for line in lines] == ["[p] step 10/1000", "[p] step 1000/1000"], lines
+    assert "loss -" not in "".join(lines), lines
+
 def test_partial_benchmarks_never_overwrite_the_committed_table(tmp_path, monkeypatch, capsys):
     import sys
     import types

@@ -84,9 +84,10 @@ def _prepare(argv: list[str]):
     configs.register(argv)
     _check_source_names(argv)
     _check_overrides(argv)
-    from runner import trust
+    from runner import null_group, trust
 
     trust.install()  # hydra.* nodes that Hydra would instantiate are checked first (runner/trust.py)
+    null_group.install()  # sched=null: no schedule, also as one value of a sweep (runner/null_group.py)
     return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(hydra_task)
 
 

@@ -112,6 +112,18 @@ def test_a_deleted_plugin_argument_is_recorded_with_the_default_used(workdir):
     assert run.info.run_name == "poly-adam-lr=0.1-steps=5", run.info.run_name
 
 
+
+@pytest.mark.slow  # a sweep of two jobs
+def test_no_schedule_is_sched_null_alone_and_in_a_sweep(workdir):
+    # the list of valid sched names offers `null (no schedule)`: Hydra's group override took None
+    # for a config name and raised (a traceback, and a sweep's empty parent run)
+    proc = run_cli(workdir, "sched=null", "trainer.steps=5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli(workdir, "-m", "sched=null,cosine", "trainer.steps=5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = all_runs(workdir)
+    assert sorted(r.data.tags.get("sched", "-") for r in runs if r.data.tags.get("problem")) == ["-", "-", "cosine"], runs
+
 def test_cfg_job_shows_the_defaults_the_run_uses(workdir):
     proc = run_cli(workdir, "--cfg", "job", "--package", "problem")
     assert proc.returncode == 0, proc.stderr

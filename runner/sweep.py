@@ -33,9 +33,11 @@ class SweepCallback(Callback):
         # Hydra's own check, a full composition of each job's config before any job runs, is
         # needed once per group of jobs that differ only in values (the batched launcher's rule).
         from runner.batched.launch import validate_once_per_group
+        from runner.sweep_folders import check_grid
 
         validate_once_per_group()
         try:
+            check_grid(config)  # each job a folder of its own, before anything is recorded
             start(config)
         except UserError as exc:
             print(f"Error: {exc}", file=sys.stderr)

@@ -101,3 +101,23 @@ def check_batch(sweeper, batch: Sequence[Sequence[str]]) -> None:
 
 def _raw_subdir(config: DictConfig) -> str:
     return str(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
+
+
+def check_grid(config: DictConfig) -> None:
+    """check_batch over every job of a grid sweep (Hydra's basic sweeper), before the sweep's
+    parent run opens: a refused sweep then leaves no parent run, store or sweep folder behind.
+    Searches (Optuna) choose their jobs as they go, so their batches are checked one by one."""
+    if named_by_number(config) or OmegaConf.select(config, "hydra.sweeper._target_") != "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
+        return
+    from types import SimpleNamespace
+
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    params = OmegaConf.to_container(config.hydra.sweeper, resolve=False).get("params") or {}  # as typed: ${...} is the job's
+    arguments = [f"{k}={v}" for k, v in params.items()] + OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    check_batch(SimpleNamespace(config=config, hydra_context=None, config_loader=loader), jobs)

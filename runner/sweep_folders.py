@@ -47,7 +47,8 @@ def job_folder(composed: DictConfig, num: int, overrides: Sequence[str]) -> str:
 def named_by_number(config: DictConfig) -> bool:
     """The project's default: each job in sweep.dir/<its number>, with a dir that does not depend on the job."""
     raw = OmegaConf.to_container(config.hydra.sweep, resolve=False)
-    return raw.get("subdir") == "${hydra.job.num}" and "hydra" not in str(raw.get("dir"))
+    shared = str(raw.get("dir")).replace("${hydra.runtime.cwd}", "").replace("${hydra:runtime.cwd}", "")  # the same for every job
+    return raw.get("subdir") == "${hydra.job.num}" and "hydra" not in shared
 
 
 def check_batch(sweeper, batch: Sequence[Sequence[str]]) -> None:

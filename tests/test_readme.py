@@ -236,11 +236,11 @@ COMMANDS = {
     "python -m benchmarks --quick --only replicas large": Run(),
     "python -m benchmarks.gpu": Elsewhere(("tests/test_gpu_check.py::test_without_cuda_it_is_a_dry_run_that_names_every_check",),
                                           "without CUDA it is the dry run"),
-    "python -m benchmarks.gpu --dry-run": Run(slow=False),
+    "python -m benchmarks.gpu --dry-run": Run(),  # starts processes: seconds
     "python -m benchmarks.gpu --device cpu --quick": Elsewhere(("tests/test_gpu_check.py::test_smoke_run_on_the_cpu",)),
     # Tests
-    '.venv/bin/python -m pytest -n auto -m "not slow"': Run(slow=False),
-    ".venv/bin/python -m pytest tests/test_main_job.py -k poly": Run(slow=False),
+    '.venv/bin/python -m pytest -n auto -m "not slow"': Run(),  # starts processes: seconds
+    ".venv/bin/python -m pytest tests/test_main_job.py -k poly": Run(),  # starts processes: seconds
 }
 
 
@@ -380,6 +380,7 @@ def test_mlflow_serves_what_the_readme_says(command, tmp_path):
             server.wait(timeout=30)
 
 
+@pytest.mark.slow  # starts submitit's launcher plugin: seconds
 def test_slurm_presets_compose(tmp_path):
     """No SLURM here: the presets the README names compose into submitit's SLURM launcher with the
     partition given (the jobs themselves run through submitit_local in tests/test_sweeps.py)."""
